@@ -1,0 +1,289 @@
+//! The command line: flags in, a [`Config`] out (with `pico-args`).
+//!
+//! Errors are one line; `main` prints them with the short usage and exits 2. `--help` prints
+//! [`HELP`], the complete manual.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::config::{Config, Verbosity};
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<Config>),
+    Help,
+    Version,
+}
+
+pub const USAGE: &str =
+    "usage: wsproxy [-p PORT] [-l ADDR] [-v | -d] [OPTIONS]   (wsproxy --help for the manual)";
+
+pub const HELP: &str = "\
+wsproxy — a WebSocket-to-TCP tunnelling proxy that speaks every WebSocket generation
+
+USAGE
+    wsproxy [OPTIONS]
+
+    A WebSocket client opens ws://PROXY/<host>:<port>; wsproxy connects to that TCP target
+    and relays bytes both ways until either side closes. RFC 6455, hybi-07/08, hixie-76 and
+    hixie-75 clients are all served on the same port, detected from the request.
+
+OPTIONS
+    -p, --port PORT          Port to listen on (default 8080; 0 picks a free port).
+    -l, --listen ADDR        Address to listen on (default 127.0.0.1). Accepts an IPv4 or
+                             IPv6 address (0.0.0.0, ::, [::1]) or ADDR:PORT (which
+                             overrides --port).
+    -v, --verbose            Log a line when each tunnel opens (peer, protocol generation,
+                             subprotocol, target) and closes (bytes each way, duration, who
+                             closed and why), and every refused request.
+    -d, --debug              Everything -v logs, plus the handshake transcript (request
+                             lines, detected generation, the accept/challenge computation)
+                             and a line per frame (direction, type, length, hex+ASCII
+                             preview, decoded Base64 length). Every line carries the
+                             connection id, e.g. [#12].
+        --handshake-timeout SECS
+                             Drop clients that have not completed their request in SECS
+                             (default 10).
+        --connect-timeout SECS
+                             Give up on a target address after SECS (default 10).
+        --max-message-size BYTES
+                             Largest message a client may send (default 67108864); larger
+                             ones close the tunnel with code 1009.
+        --max-frame-size BYTES
+                             Largest frame a client may send (default 16777216).
+    -h, --help               Print this manual.
+    -V, --version            Print the version.
+
+    RUST_LOG works as usual with env_logger (e.g. RUST_LOG=wsproxy=debug) and refines -v/-d.
+
+PROTOCOLS
+    Sec-WebSocket-Version: 13     RFC 6455
+    Sec-WebSocket-Version: 8 / 7  hybi-08 / hybi-07 (origin from Sec-WebSocket-Origin)
+    other versions                426 Upgrade Required, Sec-WebSocket-Version: 13, 8, 7
+    Sec-WebSocket-Key1/Key2       draft-hixie-76 (MD5 challenge, 8-byte key3)
+    Upgrade: WebSocket, no keys   draft-hixie-75
+    no Upgrade                    plain HTTP: 400 with directions
+
+SUBPROTOCOLS (RFC 6455 and hybi; the client's most preferred supported one is chosen)
+    websockets-proxy   Base64 in text frames (the original Ruby WebSockets Proxy)
+    base64             Base64 in text frames (websockify <= 0.8, old noVNC)
+    binary             raw bytes in binary frames (websockify, noVNC 0.6-1.1)
+    (none)             raw bytes in binary frames; text frames from the client are Base64
+    hixie-75/76 always carry Base64 text; websockets-proxy or base64 is echoed if asked for.
+
+CLOSING
+    target closes        all data delivered, then Close 1000 \"target closed\"
+    client sends Close   all data delivered to the target, Close answered, target half-closed
+    connect fails        Close 1014 with the reason (hixie: 0xFF 0x00)
+    invalid Base64       Close 1007;  frame/message too large: 1009;  protocol error: 1002
+
+EXAMPLES
+    wsproxy -p 8080 -v
+        Listen on 127.0.0.1:8080 and log each tunnel.
+    python3 -m http.server 8000 &  then in a browser console:
+        const ws = new WebSocket('ws://127.0.0.1:8080/127.0.0.1:8000', 'websockets-proxy');
+        ws.onopen = () => ws.send(btoa('GET / HTTP/1.0\\r\\n\\r\\n'));
+        ws.onmessage = (e) => console.log(atob(e.data));
+    wsproxy -l '[::1]' -p 9000 -d
+        Listen on IPv6 loopback and trace every frame.
+    websocat -b ws://127.0.0.1:8080/127.0.0.1:22
+        Any RFC 6455 client works; without a subprotocol, frames are binary.
+";
+
+/// Parses the arguments (without the program name).
+pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
+    let mut args = pico_args::Arguments::from_vec(args);
+    if args.contains(["-h", "--help"]) {
+        return Ok(Command::Help);
+    }
+    if args.contains(["-V", "--version"]) {
+        return Ok(Command::Version);
+    }
+    let mut config = Config::default();
+
+    let port: Option<u16> = value(&mut args, ["-p", "--port"], "a port number (0-65535)")?;
+    let listen: Option<String> = args
+        .opt_value_from_str(["-l", "--listen"])
+        .map_err(describe)?;
+    config.listen = listen_address(listen.as_deref(), port)?;
+
+    let verbose = args.contains(["-v", "--verbose"]);
+    let debug = args.contains(["-d", "--debug"]);
+    config.verbosity = match (verbose, debug) {
+        (_, true) => Verbosity::Debug,
+        (true, false) => Verbosity::Verbose,
+        _ => Verbosity::Quiet,
+    };
+
+    if let Some(secs) = seconds(&mut args, "--handshake-timeout")? {
+        config.handshake_timeout = secs;
+    }
+    if let Some(secs) = seconds(&mut args, "--connect-timeout")? {
+        config.connect_timeout = secs;
+    }
+    if let Some(bytes) = value(&mut args, "--max-message-size", "a number of bytes")? {
+        config.limits.max_message = bytes;
+    }
+    if let Some(bytes) = value(&mut args, "--max-frame-size", "a number of bytes")? {
+        config.limits.max_frame = bytes;
+    }
+
+    let rest = args.finish();
+    if let Some(first) = rest.first() {
+        let first = first.to_string_lossy();
+        return Err(if first.starts_with('-') {
+            format!("unknown option '{first}'")
+        } else {
+            format!("unexpected argument '{first}'")
+        });
+    }
+    Ok(Command::Run(Box::new(config)))
+}
+
+/// An optional flag value, with a clear error naming the flag and what it expects.
+fn value<T: FromStr>(
+    args: &mut pico_args::Arguments,
+    keys: impl Into<pico_args::Keys> + Copy + Into<FlagName>,
+    expected: &str,
+) -> Result<Option<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    let name: FlagName = keys.into();
+    let name = name.0;
+    args.opt_value_from_fn(keys, |text: &str| text.parse::<T>())
+        .map_err(|e| match e {
+            pico_args::Error::MissingArgument | pico_args::Error::OptionWithoutAValue(_) => {
+                format!("option '{name}' needs a value ({expected})")
+            }
+            pico_args::Error::Utf8ArgumentParsingFailed { value, .. }
+            | pico_args::Error::ArgumentParsingFailed { cause: value } => {
+                format!("bad value for '{name}': {value} (expected {expected})")
+            }
+            other => format!("{name}: {other}"),
+        })
+}
+
+/// The name of a flag for error messages: the long form if there is one.
+pub struct FlagName(&'static str);
+
+impl From<&'static str> for FlagName {
+    fn from(name: &'static str) -> Self {
+        FlagName(name)
+    }
+}
+
+impl From<[&'static str; 2]> for FlagName {
+    fn from(names: [&'static str; 2]) -> Self {
+        FlagName(names[0])
+    }
+}
+
+fn seconds(args: &mut pico_args::Arguments, key: &'static str) -> Result<Option<Duration>, String> {
+    let secs: Option<f64> = value(args, key, "a number of seconds")?;
+    match secs {
+        Some(s) if !(s.is_finite() && s > 0.0) => Err(format!(
+            "bad value for '{key}': {s} (expected a positive number of seconds)"
+        )),
+        Some(s) => Ok(Some(Duration::from_secs_f64(s))),
+        None => Ok(None),
+    }
+}
+
+fn describe(e: pico_args::Error) -> String {
+    e.to_string()
+}
+
+/// `-l` and `-p` together: `ADDR`, `[V6]`, `V6`, or `ADDR:PORT` / `[V6]:PORT`.
+pub fn listen_address(listen: Option<&str>, port: Option<u16>) -> Result<SocketAddr, String> {
+    let port = port.unwrap_or(8080);
+    let Some(text) = listen else {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    };
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bare = text.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    if text == "localhost" {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    Err(format!(
+        "bad listen address '{text}' (expected e.g. 127.0.0.1, 0.0.0.0, ::, [::1] or 127.0.0.1:8080)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse(args.iter().map(OsString::from).collect())? {
+            Command::Run(config) => Ok(*config),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_to_loopback_8080() {
+        assert_eq!(run(&[]).unwrap().listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn listen_accepts_every_documented_form() {
+        let cases = [
+            (vec!["-p", "9000"], "127.0.0.1:9000"),
+            (vec!["-l", "0.0.0.0"], "0.0.0.0:8080"),
+            (vec!["-l", "::", "-p", "1"], "[::]:1"),
+            (vec!["-l", "[::1]", "-p", "2"], "[::1]:2"),
+            (vec!["--listen", "127.0.0.2:3"], "127.0.0.2:3"),
+            (vec!["-l", "[::1]:4"], "[::1]:4"),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(run(&args).unwrap().listen.to_string(), expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn verbosity_flags() {
+        assert_eq!(run(&["-v"]).unwrap().verbosity, Verbosity::Verbose);
+        assert_eq!(run(&["-d"]).unwrap().verbosity, Verbosity::Debug);
+        assert_eq!(run(&["-v", "-d"]).unwrap().verbosity, Verbosity::Debug);
+    }
+
+    #[test]
+    fn bad_input_is_a_one_line_error() {
+        assert_eq!(
+            run(&["--frobnicate"]).unwrap_err(),
+            "unknown option '--frobnicate'"
+        );
+        assert!(
+            run(&["-p", "http"])
+                .unwrap_err()
+                .starts_with("bad value for '-p'")
+        );
+        assert!(run(&["-p", "70000"]).unwrap_err().contains("0-65535"));
+        assert!(run(&["-p"]).unwrap_err().contains("needs a value"));
+        assert!(
+            run(&["-l", "nowhere"])
+                .unwrap_err()
+                .contains("bad listen address")
+        );
+        assert!(
+            run(&["--connect-timeout", "-1"])
+                .unwrap_err()
+                .contains("positive")
+        );
+        for error in [
+            run(&["--frobnicate"]).unwrap_err(),
+            run(&["-p", "x"]).unwrap_err(),
+        ] {
+            assert!(!error.contains('\n'));
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! One client connection, from accept to close. Read this file top to bottom to follow a
+//! connection through wsproxy:
+//!
+//! 1. read the request head ([`crate::http`]), bounded in size and time;
+//! 2. decide what it is ([`crate::handshake::classify`]): plain HTTP or a WebSocket handshake
+//!    of some generation;
+//! 3. find the target ([`crate::target`]) and resolve it;
+//! 4. complete the handshake ([`crate::handshake::accept`]) — any refusal before this point
+//!    is an HTTP error with a one-line reason;
+//! 5. connect to the target (after the handshake: a failure is reported in a Close frame,
+//!    which a browser can read, unlike an HTTP error);
+//! 6. hand both sockets to the tunnel ([`crate::tunnel`]) with the framing of the generation
+//!    ([`crate::framing`]), and log how it ended.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
+
+use log::{debug, info, log_enabled};
+
+use crate::config::Config;
+use crate::framing::hixie::{HixieEncoder, HixieReader};
+use crate::framing::rfc6455::{Rfc6455Encoder, Rfc6455Reader};
+use crate::framing::{ClientReader, CloseInfo, Controls, FrameEncoder, Wire, close_code};
+use crate::handshake::{self, Accepted, Generation, RequestKind, Scheme};
+use crate::http::{self, Deadline, HeadError, Refusal, Request};
+use crate::socket::{SharedSocket, lingering_close};
+use crate::target::{self, Target};
+use crate::tunnel::{self, Tunnel};
+
+/// A WebSocket handshake that succeeded, with what the tunnel needs next.
+struct Upgraded {
+    accepted: Accepted,
+    target: Target,
+    /// The resolved addresses, or why resolution failed (reported after the handshake).
+    addresses: Result<Vec<SocketAddr>, String>,
+    /// Bytes the client sent after its handshake (its first frames).
+    leftover: Vec<u8>,
+}
+
+/// Serves one connection on the calling thread.
+pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
+    let started = Instant::now();
+    let _ = client.0.set_nodelay(true);
+    let deadline = Deadline {
+        socket: &client.0,
+        at: started + config.handshake_timeout,
+    };
+    let mut reader = client.clone();
+
+    let (request, leftover) = match http::read_head(&mut reader, &deadline) {
+        Ok(head) => head,
+        Err(HeadError::Abandoned(why)) => {
+            debug!("[#{id}] {peer}: {why}");
+            return;
+        }
+        Err(HeadError::Refused(refusal)) => return refuse(id, peer, &client, &refusal),
+    };
+    if log_enabled!(log::Level::Debug) {
+        debug!("[#{id}] {peer} > {}", request.request_line());
+        for (name, value) in &request.headers {
+            debug!("[#{id}] {peer} > {name}: {value}");
+        }
+    }
+
+    let upgraded = match upgrade(id, &request, leftover, &mut reader, &deadline) {
+        Ok(Some(upgraded)) => upgraded,
+        Ok(None) => return,
+        Err(refusal) => return refuse(id, peer, &client, &refusal),
+    };
+    let _ = client.0.set_read_timeout(None);
+    let Upgraded {
+        accepted,
+        target,
+        addresses,
+        leftover,
+    } = upgraded;
+    let mut writer = client.clone();
+    if let Err(e) = writer.write_all(&accepted.response) {
+        debug!("[#{id}] {peer}: could not send the handshake response: {e}");
+        return;
+    }
+    let controls = Controls {
+        wire: wire_of(accepted.generation),
+    };
+    let protocol = describe_protocol(&accepted);
+
+    let connected = addresses.and_then(|addrs| target::connect(&addrs, config.connect_timeout));
+    let target_socket = match connected {
+        Ok(stream) => stream,
+        Err(why) => {
+            info!("[#{id}] {peer} → {target} via {protocol}: {why}");
+            let close = CloseInfo {
+                code: close_code::BAD_GATEWAY,
+                reason: why,
+            };
+            let _ = writer.write_all(&controls.close(Some(&close)));
+            lingering_close(&client.0);
+            return;
+        }
+    };
+    let _ = target_socket.set_nodelay(true);
+    let target_addr = describe_peer(&target_socket);
+    info!("[#{id}] open {peer} → {target} ({target_addr}) via {protocol}");
+
+    let target_socket = SharedSocket::new(target_socket);
+    let (reader, encoder) = framing_for(id, &accepted, client.clone(), &leftover, config);
+    let report = tunnel::run(Tunnel {
+        id,
+        client: client.clone(),
+        reader,
+        writer: Box::new(writer),
+        encoder,
+        controls,
+        target: target_socket,
+        close_timeout: config.close_timeout,
+    });
+    info!(
+        "[#{id}] close {peer} → {target} after {:.3} s: {} bytes up, {} bytes down; {}",
+        started.elapsed().as_secs_f64(),
+        report.bytes_up,
+        report.bytes_down,
+        report.ending
+    );
+}
+
+/// Steps 2–4: classify, find the target, complete the handshake.
+/// `Ok(None)` means the client went away mid-handshake.
+fn upgrade(
+    id: u64,
+    request: &Request,
+    mut leftover: Vec<u8>,
+    reader: &mut dyn Read,
+    deadline: &Deadline,
+) -> Result<Option<Upgraded>, Refusal> {
+    let generation = match handshake::classify(request)? {
+        RequestKind::WebSocket(generation) => generation,
+        RequestKind::PlainHttp => return Err(plain_http_answer(request)),
+    };
+    debug!(
+        "[#{id}] detected {generation} ({})",
+        why_detected(generation)
+    );
+    let target = target::parse_resource(&request.resource).map_err(Refusal::bad_request)?;
+    let addresses = target::resolve(&target);
+
+    let key3 = if generation == Generation::Hixie76 {
+        match http::read_body_exact(&mut leftover, reader, 8, deadline) {
+            Ok(body) => Some(<[u8; 8]>::try_from(body.as_slice()).expect("read exactly 8 bytes")),
+            Err(HeadError::Refused(refusal)) => return Err(refusal),
+            Err(HeadError::Abandoned(why)) => {
+                debug!("[#{id}] abandoned while sending key3: {why}");
+                return Ok(None);
+            }
+        }
+    } else {
+        None
+    };
+    let accepted = handshake::accept(request, generation, key3, Scheme::Ws)?;
+    for line in &accepted.transcript {
+        debug!("[#{id}] {line}");
+    }
+    Ok(Some(Upgraded {
+        accepted,
+        target,
+        addresses,
+        leftover,
+    }))
+}
+
+/// A request without `Upgrade`: say what this server is and how to use it.
+fn plain_http_answer(request: &Request) -> Refusal {
+    let host = request.header("Host").unwrap_or("127.0.0.1:8080");
+    Refusal::bad_request(format!(
+        "wsproxy is a WebSocket-to-TCP proxy: open a WebSocket to ws://{host}/<host>:<port> \
+         (e.g. ws://{host}/127.0.0.1:8000) with subprotocol binary, base64 or websockets-proxy"
+    ))
+}
+
+fn why_detected(generation: Generation) -> &'static str {
+    match generation {
+        Generation::Rfc6455 => "Sec-WebSocket-Version: 13",
+        Generation::Hybi08 => "Sec-WebSocket-Version: 8",
+        Generation::Hybi07 => "Sec-WebSocket-Version: 7",
+        Generation::Hixie76 => "Sec-WebSocket-Key1/Key2 and no version",
+        Generation::Hixie75 => "Upgrade: WebSocket without keys or version",
+    }
+}
+
+fn wire_of(generation: Generation) -> Wire {
+    match generation {
+        Generation::Hixie75 => Wire::Hixie75,
+        Generation::Hixie76 => Wire::Hixie76,
+        _ => Wire::Rfc6455,
+    }
+}
+
+fn describe_protocol(accepted: &Accepted) -> String {
+    match &accepted.subprotocol {
+        Some(name) => format!(
+            "{}, subprotocol {name} ({} frames)",
+            accepted.generation, accepted.encoding
+        ),
+        None => format!(
+            "{}, no subprotocol ({} frames)",
+            accepted.generation, accepted.encoding
+        ),
+    }
+}
+
+fn describe_peer(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The reader and encoder for the negotiated generation.
+fn framing_for(
+    id: u64,
+    accepted: &Accepted,
+    client: SharedSocket,
+    leftover: &[u8],
+    config: &Config,
+) -> (Box<dyn ClientReader>, Box<dyn FrameEncoder>) {
+    if accepted.generation.is_hixie() {
+        (
+            Box::new(HixieReader::new(id, client, leftover, config.limits)),
+            Box::new(HixieEncoder::new(id)),
+        )
+    } else {
+        (
+            Box::new(Rfc6455Reader::new(id, client, leftover, config.limits)),
+            Box::new(Rfc6455Encoder::new(id, accepted.encoding)),
+        )
+    }
+}
+
+/// Answers with an HTTP error and closes without losing the answer.
+fn refuse(id: u64, peer: SocketAddr, client: &SharedSocket, refusal: &Refusal) {
+    info!(
+        "[#{id}] {peer} refused: {} {}",
+        refusal.status, refusal.reason
+    );
+    let mut writer = client.clone();
+    if http::write_refusal(&mut writer, refusal).is_ok() {
+        lingering_close(&client.0);
+    }
+}

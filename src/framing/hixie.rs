@@ -1,0 +1,354 @@
+//! draft-hixie-75/76 framing (draft-hixie-thewebsocketprotocol-76 §4.2 and §5.3; draft-75
+//! frames the same way but has no closing handshake).
+//!
+//! Reading, byte by byte in the draft's terms but from a large buffer in ours:
+//!
+//! - A frame type byte with the high bit clear starts a *sentinel* frame: bytes up to `0xFF`.
+//!   Type `0x00` is a UTF-8 text message; for us it is Base64, decoded as it streams in. Other
+//!   sentinel types are discarded.
+//! - A type byte with the high bit set starts a *length-prefixed* frame: a length in base-128
+//!   digits (high bit = more digits follow), then that many bytes, which are discarded — except
+//!   that type `0xFF` with length 0 is the closing handshake.
+//!
+//! Neither kind has a length limit in the draft; we cap both at [`Limits::max_frame`], so an
+//! unterminated frame cannot eat memory (we never buffer a frame anyway) or time.
+//!
+//! Writing: each read from the target becomes `0x00 <Base64> 0xFF` (Base64 is ASCII, so it can
+//! never contain the `0xFF` terminator).
+
+use std::io::{self, Read};
+
+use base64::Engine;
+use log::{debug, log_enabled};
+
+use super::base64_stream::{BASE64, Base64Stream, max_decoded_len};
+use super::rfc6455::{BASE64_CHUNK, CHUNK, read_some};
+use super::{
+    ClientReader, FrameEncoder, Inbound, Limits, ReadError, close_code, preview, violation,
+};
+
+/// Where the reader is within a frame.
+enum State {
+    /// Expecting a frame type byte.
+    FrameType,
+    /// Inside a `0x00` text frame.
+    Text { length: u64, base64: Base64Stream },
+    /// Inside a sentinel frame of another type: skip to `0xFF`.
+    SkipSentinel { length: u64 },
+    /// Reading the base-128 length of a length-prefixed frame.
+    Length { frame_type: u8, length: u64 },
+    /// Skipping a length-prefixed frame's payload.
+    SkipBytes { remaining: u64 },
+}
+
+/// Reads hixie frames from the client.
+pub struct HixieReader<R> {
+    id: u64,
+    stream: R,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    state: State,
+    decoded: Vec<u8>,
+    limits: Limits,
+}
+
+impl<R: Read + Send> HixieReader<R> {
+    pub fn new(id: u64, stream: R, leftover: &[u8], limits: Limits) -> Self {
+        let mut buf = vec![0; CHUNK.max(leftover.len())];
+        buf[..leftover.len()].copy_from_slice(leftover);
+        HixieReader {
+            id,
+            stream,
+            buf,
+            pos: 0,
+            end: leftover.len(),
+            state: State::FrameType,
+            decoded: vec![0; max_decoded_len(CHUNK.max(leftover.len()))],
+            limits,
+        }
+    }
+
+    fn too_long(&self, length: u64) -> Result<(), ReadError> {
+        if length > self.limits.max_frame {
+            return Err(violation(
+                close_code::TOO_BIG,
+                format!("hixie frame longer than {} bytes", self.limits.max_frame),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Consumes buffered bytes; returns decoded data (`Some(n)` bytes in `decoded`) or an event.
+    fn step(&mut self) -> Result<Option<Result<usize, Inbound<'static>>>, ReadError> {
+        while self.pos < self.end {
+            match &mut self.state {
+                State::FrameType => {
+                    let frame_type = self.buf[self.pos];
+                    self.pos += 1;
+                    self.state = match frame_type {
+                        0x00 => State::Text {
+                            length: 0,
+                            base64: Base64Stream::default(),
+                        },
+                        t if t & 0x80 != 0 => State::Length {
+                            frame_type: t,
+                            length: 0,
+                        },
+                        _ => State::SkipSentinel { length: 0 },
+                    };
+                }
+                State::Length { frame_type, length } => {
+                    let byte = self.buf[self.pos];
+                    self.pos += 1;
+                    *length = *length * 128 + u64::from(byte & 0x7F);
+                    let (frame_type, length) = (*frame_type, *length);
+                    self.too_long(length)?;
+                    if byte & 0x80 == 0 {
+                        if log_enabled!(log::Level::Debug) {
+                            debug!(
+                                "[#{}] client→proxy length-prefixed type=0x{frame_type:02x} len={length}",
+                                self.id
+                            );
+                        }
+                        if frame_type == 0xFF && length == 0 {
+                            self.state = State::FrameType;
+                            return Ok(Some(Err(Inbound::Close(None))));
+                        }
+                        self.state = State::SkipBytes { remaining: length };
+                    }
+                }
+                State::SkipBytes { remaining } => {
+                    let n = (*remaining).min((self.end - self.pos) as u64);
+                    *remaining -= n;
+                    self.pos += n as usize;
+                    if *remaining == 0 {
+                        self.state = State::FrameType;
+                    }
+                }
+                State::SkipSentinel { length } => {
+                    let available = &self.buf[self.pos..self.end];
+                    let found = available.iter().position(|&b| b == 0xFF);
+                    let n = found.unwrap_or(available.len());
+                    *length += n as u64;
+                    let length = *length;
+                    self.pos += n;
+                    self.too_long(length)?;
+                    if found.is_some() {
+                        self.pos += 1;
+                        self.state = State::FrameType;
+                    }
+                }
+                State::Text { length, base64 } => {
+                    let available = &self.buf[self.pos..self.end];
+                    let found = available.iter().position(|&b| b == 0xFF);
+                    let n = found.unwrap_or(available.len());
+                    let piece = &self.buf[self.pos..self.pos + n];
+                    let first = *length == 0;
+                    *length += n as u64;
+                    let total = *length;
+                    let mut produced = base64
+                        .feed(piece, &mut self.decoded)
+                        .map_err(|e| violation(close_code::INVALID_DATA, e))?;
+                    if found.is_some() {
+                        produced += base64
+                            .finish(&mut self.decoded[produced..])
+                            .map_err(|e| violation(close_code::INVALID_DATA, e))?;
+                    }
+                    if log_enabled!(log::Level::Debug) && (first || found.is_some()) {
+                        debug!(
+                            "[#{}] client→proxy text {} {} ({total} bytes so far) → {produced} bytes decoded",
+                            self.id,
+                            if found.is_some() { "end" } else { "start" },
+                            preview(piece)
+                        );
+                    }
+                    self.pos += n;
+                    if total > self.limits.max_frame {
+                        return Err(violation(
+                            close_code::TOO_BIG,
+                            format!("hixie frame longer than {} bytes", self.limits.max_frame),
+                        ));
+                    }
+                    if found.is_some() {
+                        self.pos += 1;
+                        self.state = State::FrameType;
+                    }
+                    if produced > 0 {
+                        return Ok(Some(Ok(produced)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl<R: Read + Send> ClientReader for HixieReader<R> {
+    fn next(&mut self) -> Result<Inbound<'_>, ReadError> {
+        loop {
+            match self.step()? {
+                Some(Ok(n)) => return Ok(Inbound::Data(&self.decoded[..n])),
+                Some(Err(event)) => return Ok(event),
+                None => {
+                    self.pos = 0;
+                    self.end = 0;
+                    let n = read_some(&mut self.stream, &mut self.buf)?;
+                    if n == 0 {
+                        return Ok(Inbound::Eof);
+                    }
+                    self.end = n;
+                }
+            }
+        }
+    }
+}
+
+/// Builds `0x00 <Base64> 0xFF` frames from target reads.
+pub struct HixieEncoder {
+    id: u64,
+    frame: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+impl HixieEncoder {
+    pub fn new(id: u64) -> Self {
+        HixieEncoder {
+            id,
+            frame: Vec::new(),
+            raw: Vec::new(),
+        }
+    }
+}
+
+impl FrameEncoder for HixieEncoder {
+    fn frame_from(&mut self, target: &mut dyn Read) -> io::Result<Option<(&[u8], usize)>> {
+        if self.frame.is_empty() {
+            self.frame = vec![0; CHUNK + 2];
+            self.raw = vec![0; BASE64_CHUNK];
+        }
+        let n = read_some(target, &mut self.raw)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.frame[0] = 0x00;
+        let encoded = BASE64
+            .encode_slice(&self.raw[..n], &mut self.frame[1..])
+            .expect("the frame buffer holds a whole encoded chunk");
+        self.frame[1 + encoded] = 0xFF;
+        let frame = &self.frame[..encoded + 2];
+        if log_enabled!(log::Level::Debug) {
+            debug!(
+                "[#{}] proxy→client text len={encoded} {} ({n} target bytes)",
+                self.id,
+                preview(&frame[1..])
+            );
+        }
+        Ok(Some((frame, n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    fn read_all(wire: &[u8], step: usize, limits: Limits) -> (Vec<u8>, Vec<String>) {
+        let source = Trickle {
+            data: wire.to_vec(),
+            at: 0,
+            step,
+        };
+        let mut reader = HixieReader::new(1, source, &[], limits);
+        let (mut data, mut events) = (Vec::new(), Vec::new());
+        loop {
+            match reader.next() {
+                Ok(Inbound::Data(d)) => data.extend_from_slice(d),
+                Ok(Inbound::Eof) => break,
+                Ok(other) => events.push(format!("{other:?}")),
+                Err(ReadError::Violation(v)) => {
+                    events.push(format!("violation {v}"));
+                    break;
+                }
+                Err(ReadError::Io(e)) => panic!("{e}"),
+            }
+        }
+        (data, events)
+    }
+
+    #[test]
+    fn frames_split_across_reads_at_every_byte() {
+        let mut wire = b"\x00aGVsbG8=\xff".to_vec(); // "hello"
+        wire.extend_from_slice(b"\x80\x03abc"); // a length-prefixed frame, discarded
+        wire.extend_from_slice(b"\x01ignored\xff"); // a sentinel frame of another type, discarded
+        wire.extend_from_slice(b"\x00\xff"); // an empty message
+        wire.extend_from_slice(b"\x00IHdvcmxk\xff"); // " world"
+        wire.extend_from_slice(b"\xff\x00"); // the closing handshake
+        for step in 1..=wire.len() {
+            let (data, events) = read_all(&wire, step, Limits::default());
+            assert_eq!(data, b"hello world", "step {step}");
+            assert_eq!(events, vec!["Close(None)".to_string()], "step {step}");
+        }
+    }
+
+    #[test]
+    fn multi_byte_lengths_are_base_128() {
+        let mut wire = vec![0x80, 0x81, 0x00]; // 128 bytes follow
+        wire.extend(std::iter::repeat_n(b'x', 128));
+        wire.extend_from_slice(b"\x00aGk=\xff");
+        assert_eq!(read_all(&wire, 7, Limits::default()).0, b"hi");
+    }
+
+    #[test]
+    fn caps_unterminated_and_huge_frames() {
+        let limits = Limits {
+            max_frame: 100,
+            max_message: 100,
+        };
+        let unterminated = [&[0x00][..], &[b'A'; 200][..]].concat();
+        assert!(read_all(&unterminated, 50, limits).1[0].contains("violation 1009"));
+        let huge = [0x80, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F];
+        assert!(read_all(&huge, 50, limits).1[0].contains("violation 1009"));
+        let never_ending_length = [&[0x80][..], &[0xFF; 64][..]].concat();
+        assert!(
+            read_all(&never_ending_length, 50, Limits::default()).1[0].contains("violation 1009")
+        );
+    }
+
+    #[test]
+    fn invalid_base64_is_a_violation() {
+        assert!(
+            read_all(b"\x00not base64\xff", 4, Limits::default()).1[0].contains("violation 1007")
+        );
+    }
+
+    #[test]
+    fn encoder_wraps_base64_in_sentinels() {
+        let mut encoder = HixieEncoder::new(1);
+        let mut source = &b"hello"[..];
+        let (frame, raw) = encoder.frame_from(&mut source).unwrap().unwrap();
+        assert_eq!((frame, raw), (&b"\x00aGVsbG8=\xff"[..], 5));
+        assert!(encoder.frame_from(&mut source).unwrap().is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(wire in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), step in 1usize..50) {
+            let _ = read_all(&wire, step, Limits { max_frame: 300, max_message: 300 });
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The `wsproxy` binary: parse the command line, set up logging, run the listener.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use wsproxy::cli::{self, Command};
+use wsproxy::config::Verbosity;
+use wsproxy::listener;
+
+fn main() -> ExitCode {
+    let config = match cli::parse(std::env::args_os().skip(1).collect()) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{}", cli::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("wsproxy {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("wsproxy: {message}");
+            eprintln!("{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.verbosity);
+    let result = listener::bind(&config).and_then(|l| listener::run(l, *config));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wsproxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `-v` shows info, `-d` debug; `RUST_LOG`, if set, is applied on top.
+fn init_logging(verbosity: Verbosity) {
+    let level = match verbosity {
+        Verbosity::Quiet => log::LevelFilter::Warn,
+        Verbosity::Verbose => log::LevelFilter::Info,
+        Verbosity::Debug => log::LevelFilter::Debug,
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(log::LevelFilter::Warn);
+    builder.filter_module("wsproxy", level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder.format(|out, record| {
+        writeln!(
+            out,
+            "{} {:5} {}",
+            out.timestamp_millis(),
+            record.level(),
+            record.args()
+        )
+    });
+    builder.init();
+}
