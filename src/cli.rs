@@ -8,10 +8,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::{Config, Verbosity};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{Config, TargetMode, Verbosity};
+use crate::policy::Rule;
+use crate::static_files::WebRoot;
+use crate::target;
+use crate::tokens::TokenTargets;
 
 /// What the command line asks for.
-#[derive(Debug)]
 pub enum Command {
     Run(Box<Config>),
     Help,
@@ -26,6 +32,7 @@ wsproxy — a WebSocket-to-TCP tunnelling proxy that speaks every WebSocket gene
 
 USAGE
     wsproxy [OPTIONS]
+    wsproxy [OPTIONS] [LISTEN_ADDR:]LISTEN_PORT TARGET_HOST:TARGET_PORT    (websockify's form)
 
     A WebSocket client opens ws://PROXY/<host>:<port>; wsproxy connects to that TCP target
     and relays bytes both ways until either side closes. RFC 6455, hybi-07/08, hixie-76 and
@@ -54,6 +61,58 @@ OPTIONS
                              ones close the tunnel with code 1009.
         --max-frame-size BYTES
                              Largest frame a client may send (default 16777216).
+
+TARGETS
+    By default the client names the target in the path: ws://PROXY/<host>:<port>
+    (IPv6: /[::1]:22; percent-encoding allowed; the query string is ignored).
+        --target HOST:PORT   Send every tunnel to HOST:PORT, whatever the path (the path is
+                             then free, e.g. for noVNC's /websockify).
+        --token-file FILE|DIR
+                             websockify's token files: lines 'token: host:port', '#'
+                             comments; a directory means every file in it; re-read when
+                             they change. The token comes from ?token=NAME in the URL.
+        --host-token         Take the token from the Host name instead (vnc1.example.com).
+
+SAFETY (see README.md, section \"Security model\")
+        --allow RULE         Allow targets matching RULE (repeatable). RULE is HOST:PORTS;
+                             HOST is a name, *.suffix, *, an IP, or a CIDR (10.0.0.0/8,
+                             [fd00::]/8); PORTS is a port, a range 8000-8100, a list
+                             80,443 or *. The name AND every address it resolves to are
+                             checked; only passing addresses are connected to.
+        --deny RULE          Refuse targets matching RULE (repeatable); deny wins.
+        --policy FILE        Read rules from FILE: 'allow RULE' or 'deny RULE' per line
+                             (a bare RULE allows), '#' comments.
+                             Without --allow, every target is allowed -- which wsproxy only
+                             permits when listening on loopback. On any other address it
+                             refuses to start without --allow ('--allow *:*' opts in to an
+                             open proxy explicitly). Refused targets get 403.
+        --origin PATTERN     Accept browser Origins matching PATTERN (repeatable): *, or
+                             scheme://host[:port] with host *.suffix or port * allowed.
+                             Default: no Origin (non-browser clients) passes; a browser
+                             origin passes if its host is loopback or equals the Host.
+        --host NAME[:PORT]   Accept these Host header values (repeatable). Default when
+                             listening on loopback: loopback names only (stops DNS
+                             rebinding). A request without Host gets 400.
+        --max-connections N  Connections at once (default 4096); beyond it new clients get
+                             503. At start the open-files limit is raised to the hard
+                             limit; if that cannot hold N tunnels (2 descriptors each),
+                             wsproxy says so in the log.
+        --idle-timeout SECS  Close tunnels with no data either way for SECS (Close 1001);
+                             off by default.
+        --heartbeat SECS     Ping RFC 6455 clients quiet for SECS; close those that do not
+                             answer within two intervals. Off by default.
+        --close-timeout SECS How long to wait for the other side's Close (default 5).
+        --shutdown-grace SECS
+                             On SIGINT/SIGTERM: refuse new clients, send every tunnel Close
+                             1001 \"server shutting down\", let data drain for up to SECS
+                             (default 5), exit 0. A second signal exits at once.
+
+WEB
+    Plain GET/HEAD requests are answered with static files: by default a built-in demo
+    page at / and the JavaScript client at /wsproxy.js (+ /wsproxy.mjs, /wsproxy.d.ts).
+        --web DIR            Serve DIR instead (index.html for directories).
+        --no-web             Serve no files.
+
     -h, --help               Print this manual.
     -V, --version            Print the version.
 
@@ -130,17 +189,106 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     if let Some(bytes) = value(&mut args, "--max-frame-size", "a number of bytes")? {
         config.limits.max_frame = bytes;
     }
+    config.idle_timeout = seconds(&mut args, "--idle-timeout")?;
+    config.heartbeat = seconds(&mut args, "--heartbeat")?;
+    if let Some(secs) = seconds(&mut args, "--close-timeout")? {
+        config.close_timeout = secs;
+    }
+    if let Some(secs) = seconds(&mut args, "--shutdown-grace")? {
+        config.shutdown_grace = secs;
+    }
+    if let Some(n) = value(&mut args, "--max-connections", "a number of connections")? {
+        config.max_connections = n;
+    }
+
+    for text in repeated(&mut args, "--allow")? {
+        config.policy.allow.push(Rule::parse(&text)?);
+    }
+    for text in repeated(&mut args, "--deny")? {
+        config.policy.deny.push(Rule::parse(&text)?);
+    }
+    for path in repeated(&mut args, "--policy")? {
+        config.policy.add_file(path.as_ref())?;
+    }
+    config.origins.origins = repeated(&mut args, "--origin")?;
+    config.origins.hosts = repeated(&mut args, "--host")?;
+
+    let web: Option<PathBuf> = value(&mut args, "--web", "a directory")?;
+    let no_web = args.contains("--no-web");
+    config.web = match (web, no_web) {
+        (Some(_), true) => return Err("--web and --no-web contradict each other".into()),
+        (Some(dir), false) if !dir.is_dir() => {
+            return Err(format!("--web {}: not a directory", dir.display()));
+        }
+        (Some(dir), false) => WebRoot::Dir(dir),
+        (None, true) => WebRoot::Disabled,
+        (None, false) => WebRoot::Builtin,
+    };
+
+    let fixed: Option<String> = value(&mut args, "--target", "HOST:PORT")?;
+    let token_file: Option<PathBuf> = value(&mut args, "--token-file", "a file or directory")?;
+    let host_token = args.contains("--host-token");
+    if let Some(text) = &fixed {
+        config.targets =
+            TargetMode::Fixed(target::parse_host_port(text).map_err(|e| format!("--target: {e}"))?);
+    }
+    if let Some(path) = &token_file {
+        if fixed.is_some() {
+            return Err("--target and --token-file contradict each other".into());
+        }
+        let targets = TokenTargets::open(path).map_err(|e| format!("--token-file: {e}"))?;
+        config.targets = TargetMode::Tokens {
+            targets: Arc::new(targets),
+            from_host: host_token,
+        };
+    } else if host_token {
+        return Err("--host-token needs --token-file".into());
+    }
 
     let rest = args.finish();
-    if let Some(first) = rest.first() {
-        let first = first.to_string_lossy();
-        return Err(if first.starts_with('-') {
-            format!("unknown option '{first}'")
-        } else {
-            format!("unexpected argument '{first}'")
-        });
+    if let Some(flag) = rest.iter().find(|a| a.to_string_lossy().starts_with('-')) {
+        return Err(format!("unknown option '{}'", flag.to_string_lossy()));
     }
+    match rest.as_slice() {
+        [] => {}
+        [listen, target] if matches!(config.targets, TargetMode::FromPath) => {
+            // websockify's positional form: [LISTEN_ADDR:]LISTEN_PORT TARGET_HOST:TARGET_PORT.
+            let listen = listen.to_string_lossy();
+            config.listen = match listen.parse::<u16>() {
+                Ok(port) => listen_address(None, Some(port))?,
+                Err(_) => listen_address(Some(&listen), None)?,
+            };
+            let target = target.to_string_lossy();
+            config.targets = TargetMode::Fixed(
+                target::parse_host_port(&target).map_err(|e| format!("target '{target}': {e}"))?,
+            );
+        }
+        [first, ..] => return Err(format!("unexpected argument '{}'", first.to_string_lossy())),
+    }
+    config.origins.loopback_only = config.listen.ip().is_loopback();
+    refuse_open_proxy(&config)?;
     Ok(Command::Run(Box::new(config)))
+}
+
+/// Listening beyond loopback with client-chosen targets and no --allow rule would make an
+/// open proxy into whatever network this machine can reach: refuse to start.
+fn refuse_open_proxy(config: &Config) -> Result<(), String> {
+    if config.listen.ip().is_loopback()
+        || !matches!(config.targets, TargetMode::FromPath)
+        || !config.policy.allow.is_empty()
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to listen on {} without an --allow rule: any client that reaches this port (and any web page its users open) could tunnel to every host this machine can reach, including internal ones. Allow what you mean, e.g. --allow 'example.com:443' --allow '10.0.0.0/8:5900-5999', or opt in to an open proxy with --allow '*:*'",
+        config.listen
+    ))
+}
+
+/// All values of a repeatable flag.
+fn repeated(args: &mut pico_args::Arguments, key: &'static str) -> Result<Vec<String>, String> {
+    args.values_from_str(key)
+        .map_err(|e| format!("bad value for '{key}': {e}"))
 }
 
 /// An optional flag value, with a clear error naming the flag and what it expects.
@@ -225,7 +373,7 @@ mod tests {
     fn run(args: &[&str]) -> Result<Config, String> {
         match parse(args.iter().map(OsString::from).collect())? {
             Command::Run(config) => Ok(*config),
-            other => panic!("{other:?}"),
+            _ => panic!("expected a run command"),
         }
     }
 
@@ -238,8 +386,8 @@ mod tests {
     fn listen_accepts_every_documented_form() {
         let cases = [
             (vec!["-p", "9000"], "127.0.0.1:9000"),
-            (vec!["-l", "0.0.0.0"], "0.0.0.0:8080"),
-            (vec!["-l", "::", "-p", "1"], "[::]:1"),
+            (vec!["-l", "0.0.0.0", "--allow", "*:*"], "0.0.0.0:8080"),
+            (vec!["-l", "::", "-p", "1", "--allow", "*:*"], "[::]:1"),
             (vec!["-l", "[::1]", "-p", "2"], "[::1]:2"),
             (vec!["--listen", "127.0.0.2:3"], "127.0.0.2:3"),
             (vec!["-l", "[::1]:4"], "[::1]:4"),
@@ -254,6 +402,42 @@ mod tests {
         assert_eq!(run(&["-v"]).unwrap().verbosity, Verbosity::Verbose);
         assert_eq!(run(&["-d"]).unwrap().verbosity, Verbosity::Debug);
         assert_eq!(run(&["-v", "-d"]).unwrap().verbosity, Verbosity::Debug);
+    }
+
+    #[test]
+    fn refuses_an_open_proxy_beyond_loopback() {
+        let error = run(&["-l", "0.0.0.0"]).unwrap_err();
+        assert!(error.contains("--allow '*:*'"), "{error}");
+        assert!(run(&["-l", "0.0.0.0", "--allow", "*:*"]).is_ok());
+        assert!(run(&["-l", "0.0.0.0", "--target", "127.0.0.1:5900"]).is_ok());
+        assert!(run(&["-l", "[::1]"]).is_ok());
+    }
+
+    #[test]
+    fn websockify_positional_form() {
+        let config = run(&["6080", "localhost:5900"]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:6080");
+        assert!(
+            matches!(config.targets, TargetMode::Fixed(ref t) if t.to_string() == "localhost:5900")
+        );
+        let config = run(&["127.0.0.1:6081", "[::1]:5901"]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:6081");
+        assert!(run(&["6080"]).is_err());
+        assert!(run(&["--target", "a:1", "6080", "b:2"]).is_err());
+    }
+
+    #[test]
+    fn policy_flags_parse_rules() {
+        let config = run(&["--allow", "*.example.com:443", "--deny", "10.0.0.0/8:*"]).unwrap();
+        assert_eq!(
+            (config.policy.allow.len(), config.policy.deny.len()),
+            (1, 1)
+        );
+        assert!(
+            run(&["--allow", "nonsense"])
+                .unwrap_err()
+                .contains("HOST:PORTS")
+        );
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! The proxy's settings, as the command line ([`crate::cli`]) produced them.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::framing::Limits;
+use crate::origin::OriginPolicy;
+use crate::policy::Policy;
+use crate::static_files::WebRoot;
+use crate::target::Target;
+use crate::tokens::TokenTargets;
 
 /// How much to log (`-v`, `-d`); `RUST_LOG` can refine it further.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +20,20 @@ pub enum Verbosity {
     Verbose,
     /// `-d`: also the handshake transcript and a line per frame.
     Debug,
+}
+
+/// Where tunnels go.
+#[derive(Debug, Clone)]
+pub enum TargetMode {
+    /// The client names the target in the path: `/<host>:<port>` (the prototype's way).
+    FromPath,
+    /// `--target HOST:PORT`: every tunnel goes there, whatever the path (websockify's way).
+    Fixed(Target),
+    /// `--token-file`: the `?token=` (or, with `--host-token`, the Host name) picks a target.
+    Tokens {
+        targets: Arc<TokenTargets>,
+        from_host: bool,
+    },
 }
 
 /// Everything the listener and the connections need to know.
@@ -27,7 +47,20 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long the side that starts closing waits for the other.
     pub close_timeout: Duration,
+    /// Close tunnels with no data either way for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Ping RFC 6455 clients that have been quiet this long; close if two intervals pass
+    /// without an answer.
+    pub heartbeat: Option<Duration>,
+    /// How long in-flight data may drain after SIGINT/SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Beyond this many connections at once, new clients get 503.
+    pub max_connections: usize,
     pub limits: Limits,
+    pub targets: TargetMode,
+    pub policy: Policy,
+    pub origins: OriginPolicy,
+    pub web: WebRoot,
 }
 
 impl Default for Config {
@@ -38,7 +71,18 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+            heartbeat: None,
+            shutdown_grace: Duration::from_secs(5),
+            max_connections: 4096,
             limits: Limits::default(),
+            targets: TargetMode::FromPath,
+            policy: Policy::default(),
+            origins: OriginPolicy {
+                loopback_only: true,
+                ..OriginPolicy::default()
+            },
+            web: WebRoot::Builtin,
         }
     }
 }

@@ -2,9 +2,11 @@
 //! connection through wsproxy:
 //!
 //! 1. read the request head ([`crate::http`]), bounded in size and time;
-//! 2. decide what it is ([`crate::handshake::classify`]): plain HTTP or a WebSocket handshake
-//!    of some generation;
-//! 3. find the target ([`crate::target`]) and resolve it;
+//! 2. decide what it is ([`crate::handshake::classify`]): plain HTTP (answered from
+//!    [`crate::static_files`]) or a WebSocket handshake of some generation;
+//! 3. admit it: Host and Origin ([`crate::origin`]), the target (from the path, `--target` or a
+//!    token, [`crate::tokens`]), resolved once and checked against the policy
+//!    ([`crate::policy`]);
 //! 4. complete the handshake ([`crate::handshake::accept`]) — any refusal before this point
 //!    is an HTTP error with a one-line reason;
 //! 5. connect to the target (after the handshake: a failure is reported in a Close frame,
@@ -18,15 +20,17 @@ use std::time::Instant;
 
 use log::{debug, info, log_enabled};
 
-use crate::config::Config;
+use crate::config::{Config, TargetMode};
 use crate::framing::hixie::{HixieEncoder, HixieReader};
 use crate::framing::rfc6455::{Rfc6455Encoder, Rfc6455Reader};
 use crate::framing::{ClientReader, CloseInfo, Controls, FrameEncoder, Wire, close_code};
 use crate::handshake::{self, Accepted, Generation, RequestKind, Scheme};
 use crate::http::{self, Deadline, HeadError, Refusal, Request};
 use crate::socket::{SharedSocket, lingering_close};
+use crate::static_files;
 use crate::target::{self, Target};
-use crate::tunnel::{self, Tunnel};
+use crate::tokens;
+use crate::tunnel::{self, Timers, Tunnel};
 
 /// A WebSocket handshake that succeeded, with what the tunnel needs next.
 struct Upgraded {
@@ -63,7 +67,24 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
         }
     }
 
-    let upgraded = match upgrade(id, &request, leftover, &mut reader, &deadline) {
+    let generation = match handshake::classify(&request) {
+        Ok(RequestKind::WebSocket(generation)) => generation,
+        Ok(RequestKind::PlainHttp) => return serve_plain_http(id, peer, &client, &request, config),
+        Err(refusal) => return refuse(id, peer, &client, &refusal),
+    };
+    debug!(
+        "[#{id}] detected {generation} ({})",
+        why_detected(generation)
+    );
+    let upgraded = match upgrade(
+        id,
+        &request,
+        generation,
+        leftover,
+        &mut reader,
+        &deadline,
+        config,
+    ) {
         Ok(Some(upgraded)) => upgraded,
         Ok(None) => return,
         Err(refusal) => return refuse(id, peer, &client, &refusal),
@@ -104,7 +125,7 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
     info!("[#{id}] open {peer} → {target} ({target_addr}) via {protocol}");
 
     let target_socket = SharedSocket::new(target_socket);
-    let (reader, encoder) = framing_for(id, &accepted, client.clone(), &leftover, config);
+    let (reader, encoder) = framing_for(id, &accepted, Box::new(client.clone()), &leftover, config);
     let report = tunnel::run(Tunnel {
         id,
         client: client.clone(),
@@ -112,8 +133,14 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
         writer: Box::new(writer),
         encoder,
         controls,
+        target_reader: Box::new(target_socket.clone()),
+        target_writer: Box::new(target_socket.clone()),
         target: target_socket,
         close_timeout: config.close_timeout,
+        timers: Timers {
+            idle_timeout: config.idle_timeout,
+            heartbeat: config.heartbeat,
+        },
     });
     info!(
         "[#{id}] close {peer} → {target} after {:.3} s: {} bytes up, {} bytes down; {}",
@@ -124,25 +151,32 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
     );
 }
 
-/// Steps 2–4: classify, find the target, complete the handshake.
+/// Steps 3–4: admit the request, find the target, complete the handshake.
 /// `Ok(None)` means the client went away mid-handshake.
 fn upgrade(
     id: u64,
     request: &Request,
+    generation: Generation,
     mut leftover: Vec<u8>,
     reader: &mut dyn Read,
     deadline: &Deadline,
+    config: &Config,
 ) -> Result<Option<Upgraded>, Refusal> {
-    let generation = match handshake::classify(request)? {
-        RequestKind::WebSocket(generation) => generation,
-        RequestKind::PlainHttp => return Err(plain_http_answer(request)),
+    let host = request.header("Host");
+    config.origins.check_host(host)?;
+    config
+        .origins
+        .check_origin(handshake::origin(request, generation), host)?;
+    let target = choose_target(request, config)?;
+    // Resolve once; connect only to addresses the policy let through (no second lookup).
+    // A name that does not resolve is reported after the handshake, like a failed connect.
+    let addresses = match target::resolve(&target) {
+        Ok(addrs) => Ok(config
+            .policy
+            .permitted(&target, &addrs)
+            .map_err(|why| Refusal::new(403, why))?),
+        Err(why) => Err(why),
     };
-    debug!(
-        "[#{id}] detected {generation} ({})",
-        why_detected(generation)
-    );
-    let target = target::parse_resource(&request.resource).map_err(Refusal::bad_request)?;
-    let addresses = target::resolve(&target);
 
     let key3 = if generation == Generation::Hixie76 {
         match http::read_body_exact(&mut leftover, reader, 8, deadline) {
@@ -168,7 +202,61 @@ fn upgrade(
     }))
 }
 
-/// A request without `Upgrade`: say what this server is and how to use it.
+/// Where this tunnel goes: the path, the fixed `--target`, or the token's target.
+fn choose_target(request: &Request, config: &Config) -> Result<Target, Refusal> {
+    match &config.targets {
+        TargetMode::FromPath => {
+            target::parse_resource(&request.resource).map_err(Refusal::bad_request)
+        }
+        TargetMode::Fixed(target) => Ok(target.clone()),
+        TargetMode::Tokens { targets, from_host } => {
+            let token =
+                tokens::token_from_request(&request.resource, request.header("Host"), *from_host)
+                    .ok_or_else(|| {
+                    Refusal::bad_request(if *from_host {
+                        "no token in the Host name"
+                    } else {
+                        "missing token: connect with ?token=NAME in the URL"
+                    })
+                })?;
+            match targets.lookup(&token) {
+                Ok(Some(found)) => target::parse_host_port(&found).map_err(|e| {
+                    Refusal::new(500, format!("token '{token}' has a bad target: {e}"))
+                }),
+                Ok(None) => Err(Refusal::new(404, format!("token '{token}' not found"))),
+                Err(e) => Err(Refusal::new(500, format!("token file unusable: {e}"))),
+            }
+        }
+    }
+}
+
+/// A plain HTTP request: static files, or — if its path names a target — directions.
+fn serve_plain_http(
+    id: u64,
+    peer: SocketAddr,
+    client: &SharedSocket,
+    request: &Request,
+    config: &Config,
+) {
+    if let Err(refusal) = config.origins.check_host(request.header("Host")) {
+        return refuse(id, peer, client, &refusal);
+    }
+    let names_a_target = matches!(config.targets, TargetMode::FromPath)
+        && target::parse_resource(&request.resource).is_ok();
+    if names_a_target || config.web == static_files::WebRoot::Disabled && request.resource == "/" {
+        return refuse(id, peer, client, &plain_http_answer(request));
+    }
+    let mut writer = client.clone();
+    match static_files::serve(&config.web, &request.method, &request.resource, &mut writer) {
+        Ok(status) => {
+            info!("[#{id}] {peer} {} → {status}", request.request_line());
+            lingering_close(&client.0);
+        }
+        Err(e) => debug!("[#{id}] {peer}: static response failed: {e}"),
+    }
+}
+
+/// A request without `Upgrade` whose path names a target: say how to connect.
 fn plain_http_answer(request: &Request) -> Refusal {
     let host = request.header("Host").unwrap_or("127.0.0.1:8080");
     Refusal::bad_request(format!(
@@ -219,7 +307,7 @@ fn describe_peer(stream: &TcpStream) -> String {
 fn framing_for(
     id: u64,
     accepted: &Accepted,
-    client: SharedSocket,
+    client: Box<dyn Read + Send>,
     leftover: &[u8],
     config: &Config,
 ) -> (Box<dyn ClientReader>, Box<dyn FrameEncoder>) {

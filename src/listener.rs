@@ -4,18 +4,24 @@
 //! (see [`crate::connection`]); the kernel's scheduler does the multiplexing. The connection
 //! thread becomes the tunnel's upload pump and starts one more thread for the download pump:
 //! two threads per client. Threads get small stacks, since thousands may be alive at once.
+//!
+//! Limits live here: at most `--max-connections` clients at once (beyond it, 503 and close,
+//! written without ever blocking the loop), a 503 when no thread can be created, and at start
+//! the open-files limit raised as far as the system allows (each tunnel needs two).
 
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use log::{error, warn};
+use log::{error, info, warn};
 
 use crate::config::Config;
 use crate::connection;
 use crate::http::{Refusal, refusal_response};
+use crate::shutdown;
 use crate::socket::SharedSocket;
 
 /// Stack size of a connection thread: the handshake, a DNS lookup, then the upload pump.
@@ -30,8 +36,31 @@ pub fn bind(config: &Config) -> io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Accepts clients forever.
-pub fn run(listener: TcpListener, config: Config) -> io::Result<()> {
+/// Raises the soft open-files limit to the hard limit, and says so if even that cannot hold
+/// `max_connections` tunnels (two descriptors each, plus a few for the process).
+pub fn raise_open_files_limit(max_connections: usize) {
+    let needed = max_connections as u64 * 2 + 64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => warn!(
+            "the open-files limit is {limit}, enough for about {} tunnels, not --max-connections {max_connections}; raise the hard limit (ulimit -Hn) or lower --max-connections",
+            limit.saturating_sub(64) / 2
+        ),
+        Ok(limit) => info!("open-files limit: {limit}"),
+        Err(e) => warn!("cannot read or raise the open-files limit: {e}"),
+    }
+}
+
+/// Counts a connection while it lives.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts clients until the process exits (see [`shutdown`]).
+pub fn run(listener: TcpListener, config: Config, active: Arc<AtomicUsize>) -> io::Result<()> {
     let config = Arc::new(config);
     let mut next_id: u64 = 1;
     for incoming in listener.incoming() {
@@ -51,12 +80,32 @@ pub fn run(listener: TcpListener, config: Config) -> io::Result<()> {
             continue;
         };
         let client = SharedSocket::new(stream);
+        if shutdown::stopping() {
+            refuse_without_blocking(&client, &Refusal::new(503, "server shutting down"));
+            continue;
+        }
+        if active.fetch_add(1, Ordering::Relaxed) >= config.max_connections {
+            active.fetch_sub(1, Ordering::Relaxed);
+            warn!(
+                "[#{id}] {peer}: {} connections open already; refusing with 503",
+                config.max_connections
+            );
+            refuse_without_blocking(
+                &client,
+                &Refusal::new(503, "too many connections, try again later"),
+            );
+            continue;
+        }
+        let slot = Slot(Arc::clone(&active));
         let ours = client.clone();
         let config = Arc::clone(&config);
         let spawned = thread::Builder::new()
             .name(format!("conn-{id}"))
             .stack_size(CONNECTION_STACK)
-            .spawn(move || connection::serve(id, client, peer, &config));
+            .spawn(move || {
+                let _slot = slot;
+                connection::serve(id, client, peer, &config)
+            });
         if let Err(e) = spawned {
             warn!("[#{id}] {peer}: cannot start a thread ({e}); refusing with 503");
             refuse_without_blocking(

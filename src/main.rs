@@ -2,10 +2,12 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use wsproxy::cli::{self, Command};
 use wsproxy::config::Verbosity;
-use wsproxy::listener;
+use wsproxy::{listener, shutdown};
 
 fn main() -> ExitCode {
     let config = match cli::parse(std::env::args_os().skip(1).collect()) {
@@ -25,7 +27,12 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.verbosity);
-    let result = listener::bind(&config).and_then(|l| listener::run(l, *config));
+    listener::raise_open_files_limit(config.max_connections);
+    let active = Arc::new(AtomicUsize::new(0));
+    let on_hangup = Box::new(|| log::info!("SIGHUP: nothing to reload"));
+    let result = shutdown::install(Arc::clone(&active), config.shutdown_grace, on_hangup)
+        .and_then(|()| listener::bind(&config))
+        .and_then(|l| listener::run(l, *config, active));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -27,12 +27,22 @@
 //! Each pump drops a channel sender when it ends; the other pump waits on it with a timeout
 //! and, if it expires, shuts both sockets down, which wakes any blocked read or write. So both
 //! threads always end and both sockets are always closed.
+//!
+//! Timers need no extra thread: with `--idle-timeout` or `--heartbeat`, the upload pump reads
+//! the client with a short read timeout and checks the clocks whenever a read times out
+//! (the readers resume cleanly after a timeout). Heartbeat Pings (RFC 6455 §5.5.2) go through
+//! the same writer, so they too wait for at most one frame.
+//!
+//! Every running tunnel is listed in a registry, so a graceful shutdown can send each one a
+//! Close 1001 ([`close_all`]).
 
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 use log::{debug, warn};
@@ -55,9 +65,25 @@ pub struct Tunnel {
     pub writer: Box<dyn Write + Send>,
     pub encoder: Box<dyn FrameEncoder>,
     pub controls: Controls,
+    /// The target socket (for shutdown; reads and writes go through the two handles below).
     pub target: SharedSocket,
+    /// Read by the download pump only.
+    pub target_reader: Box<dyn Read + Send>,
+    /// Written by the upload pump only.
+    pub target_writer: Box<dyn Write + Send>,
     /// How long the side that started closing waits for the other to finish.
     pub close_timeout: Duration,
+    pub timers: Timers,
+}
+
+/// Optional clocks on a tunnel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timers {
+    /// Close after this long with no data either way (Close 1001 `idle timeout`).
+    pub idle_timeout: Option<Duration>,
+    /// Ping a client that has sent nothing for this long; close if it stays silent for two
+    /// intervals after a Ping.
+    pub heartbeat: Option<Duration>,
 }
 
 /// What happened, for the close log line.
@@ -93,6 +119,9 @@ struct Shared {
     writer: Mutex<ClientWriter>,
     ending: Mutex<Option<String>>,
     close_timeout: Duration,
+    started: Instant,
+    /// Milliseconds after `started` of the last data either way (kept only with an idle timeout).
+    last_data: Option<AtomicU64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -147,6 +176,49 @@ impl Shared {
     fn close_sent(&self) -> bool {
         lock(&self.writer).close_sent
     }
+
+    /// Notes that data moved (only when an idle timeout is on).
+    fn touch(&self) {
+        if let Some(last) = &self.last_data {
+            last.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = self
+            .last_data
+            .as_ref()
+            .map_or(0, |l| l.load(Ordering::Relaxed));
+        self.started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
+    }
+}
+
+/// Every running tunnel, for [`close_all`].
+fn registry() -> &'static Mutex<HashMap<u64, Weak<Shared>>> {
+    static TUNNELS: OnceLock<Mutex<HashMap<u64, Weak<Shared>>>> = OnceLock::new();
+    TUNNELS.get_or_init(Mutex::default)
+}
+
+/// Sends every running tunnel a Close 1001 with `reason` (graceful shutdown). Tunnels then
+/// end as usual: the client answers, the target is half-closed after the data in flight.
+pub fn close_all(reason: &str) -> usize {
+    let tunnels: Vec<Arc<Shared>> = lock(registry())
+        .values()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for shared in &tunnels {
+        shared.record(format!("proxy closed it: {reason}"));
+        shared.send_close(Some(CloseInfo {
+            code: close_code::GOING_AWAY,
+            reason: reason.into(),
+        }));
+        if shared.controls.wire == Wire::Hixie75 {
+            shared.client.shutdown(Shutdown::Both);
+        }
+    }
+    tunnels.len()
 }
 
 /// Runs a tunnel until both directions have ended. Runs the upload pump on the calling thread.
@@ -156,10 +228,13 @@ pub fn run(tunnel: Tunnel) -> Report {
         client,
         mut reader,
         writer,
-        mut encoder,
+        encoder,
         controls,
         target,
+        target_reader,
+        target_writer,
         close_timeout,
+        timers,
     } = tunnel;
     let shared = Arc::new(Shared {
         id,
@@ -172,18 +247,48 @@ pub fn run(tunnel: Tunnel) -> Report {
         }),
         ending: Mutex::new(None),
         close_timeout,
+        started: Instant::now(),
+        last_data: timers.idle_timeout.map(|_| AtomicU64::new(0)),
     });
+    lock(registry()).insert(id, Arc::downgrade(&shared));
+    let report = relay(
+        &shared,
+        reader.as_mut(),
+        encoder,
+        target_reader,
+        target_writer,
+        timers,
+    );
+    lock(registry()).remove(&id);
+    report
+}
+
+/// Starts the download pump, runs the upload pump here, and waits for both to end.
+fn relay(
+    shared: &Arc<Shared>,
+    reader: &mut dyn ClientReader,
+    mut encoder: Box<dyn FrameEncoder>,
+    mut target_reader: Box<dyn Read + Send>,
+    mut target_writer: Box<dyn Write + Send>,
+    timers: Timers,
+) -> Report {
+    let (id, close_timeout) = (shared.id, shared.close_timeout);
     let (upload_done, upload_ended) = bounded::<()>(0);
     let (download_done, download_ended) = bounded::<()>(0);
 
     let download = {
-        let shared = Arc::clone(&shared);
+        let shared = Arc::clone(shared);
         thread::Builder::new()
             .name(format!("tunnel-{id}-down"))
             .stack_size(DOWNLOAD_STACK)
             .spawn(move || {
                 let _done = download_done;
-                pump_target_to_client(&shared, encoder.as_mut(), &upload_ended)
+                pump_target_to_client(
+                    &shared,
+                    encoder.as_mut(),
+                    target_reader.as_mut(),
+                    &upload_ended,
+                )
             })
     };
     let download = match download {
@@ -195,12 +300,16 @@ pub fn run(tunnel: Tunnel) -> Report {
                 code: close_code::TRY_AGAIN_LATER,
                 reason: "server overloaded".into(),
             }));
-            return report(&shared, 0, 0);
+            return report(shared, 0, 0);
         }
     };
 
-    let bytes_up = pump_client_to_target(&shared, reader.as_mut());
-    // Nothing more will reach the target: FIN after the last forwarded byte.
+    let mut clock = Clock::new(shared, timers);
+    let bytes_up = pump_client_to_target(shared, reader, target_writer.as_mut(), &mut clock);
+    // Nothing more will reach the target: FIN after the last forwarded byte (for TLS
+    // targets, the writer's drop sends close_notify first).
+    let _ = target_writer.flush();
+    drop(target_writer);
     shared.target.shutdown(Shutdown::Write);
     drop(upload_done);
     if download_ended.recv_timeout(close_timeout) == Err(RecvTimeoutError::Timeout) {
@@ -211,7 +320,7 @@ pub fn run(tunnel: Tunnel) -> Report {
         shared.client.shutdown(Shutdown::Both);
     }
     let bytes_down = download.join().unwrap_or(0);
-    report(&shared, bytes_up, bytes_down)
+    report(shared, bytes_up, bytes_down)
 }
 
 fn report(shared: &Shared, bytes_up: u64, bytes_down: u64) -> Report {
@@ -225,11 +334,17 @@ fn report(shared: &Shared, bytes_up: u64, bytes_down: u64) -> Report {
 }
 
 /// Client → target: decode what the client sends and write it to the target.
-fn pump_client_to_target(shared: &Shared, reader: &mut dyn ClientReader) -> u64 {
-    let mut target = shared.target.clone();
+fn pump_client_to_target(
+    shared: &Shared,
+    reader: &mut dyn ClientReader,
+    target: &mut dyn Write,
+    clock: &mut Clock,
+) -> u64 {
     let mut forwarded = 0u64;
     loop {
-        match reader.next() {
+        let event = reader.next();
+        clock.client_spoke(&event);
+        match event {
             Ok(Inbound::Data(bytes)) => {
                 if let Err(e) = target.write_all(bytes) {
                     let why = format!("target write failed: {}", describe(&e));
@@ -241,6 +356,7 @@ fn pump_client_to_target(shared: &Shared, reader: &mut dyn ClientReader) -> u64 
                     break;
                 }
                 forwarded += bytes.len() as u64;
+                shared.touch();
             }
             Ok(Inbound::Ping(payload)) => shared.send_control(&shared.controls.pong(&payload)),
             Ok(Inbound::Pong) => {}
@@ -263,6 +379,13 @@ fn pump_client_to_target(shared: &Shared, reader: &mut dyn ClientReader) -> u64 
                 shared.send_close(Some(violation));
                 break;
             }
+            Err(ReadError::Io(e)) if is_timeout(&e) => {
+                if let Some(expired) = clock.check(shared) {
+                    shared.record(expired.reason.clone());
+                    shared.send_close(Some(expired));
+                    break;
+                }
+            }
             Err(ReadError::Io(e)) => {
                 shared.record(format!("client read failed: {}", describe(&e)));
                 break;
@@ -276,14 +399,17 @@ fn pump_client_to_target(shared: &Shared, reader: &mut dyn ClientReader) -> u64 
 fn pump_target_to_client(
     shared: &Shared,
     encoder: &mut dyn FrameEncoder,
+    target: &mut dyn Read,
     upload_ended: &Receiver<()>,
 ) -> u64 {
-    let mut target = shared.target.clone();
     let (mut delivered, mut discarded) = (0u64, 0u64);
     let started_closing = loop {
-        match encoder.frame_from(&mut target) {
+        match encoder.frame_from(target) {
             Ok(Some((frame, raw_len))) => match shared.send_data(frame) {
-                Ok(()) => delivered += raw_len as u64,
+                Ok(()) => {
+                    delivered += raw_len as u64;
+                    shared.touch();
+                }
                 // The client is closing: drain the target until it ends.
                 Err(SendError::Closing) => discarded += raw_len as u64,
                 Err(SendError::Io(e)) => {
@@ -332,4 +458,94 @@ fn pump_target_to_client(
         }
     }
     delivered
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// The idle and heartbeat clocks, kept by the upload pump.
+struct Clock {
+    timers: Timers,
+    /// When the client last sent anything (a frame of any kind).
+    client_heard: Instant,
+    /// When our unanswered heartbeat Ping went out.
+    ping_sent: Option<Instant>,
+    pings: u64,
+}
+
+impl Clock {
+    /// Arms the client socket's read timeout so the pump wakes up to check the clocks.
+    fn new(shared: &Shared, timers: Timers) -> Clock {
+        let heartbeat = timers
+            .heartbeat
+            .filter(|_| shared.controls.ping(b"").is_some());
+        let timers = Timers {
+            heartbeat,
+            ..timers
+        };
+        let shortest = [timers.idle_timeout, timers.heartbeat]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(shortest) = shortest {
+            let tick = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+            let _ = shared.client.0.set_read_timeout(Some(tick));
+        }
+        Clock {
+            timers,
+            client_heard: Instant::now(),
+            ping_sent: None,
+            pings: 0,
+        }
+    }
+
+    /// Any frame from the client proves it is alive.
+    fn client_spoke(&mut self, event: &Result<Inbound<'_>, ReadError>) {
+        if self.timers.heartbeat.is_some() && event.is_ok() {
+            self.client_heard = Instant::now();
+            self.ping_sent = None;
+        }
+    }
+
+    /// Sends a heartbeat if one is due; returns the Close to send if a clock ran out.
+    fn check(&mut self, shared: &Shared) -> Option<CloseInfo> {
+        if let Some(idle) = self.timers.idle_timeout
+            && shared.idle_for() >= idle
+        {
+            return Some(CloseInfo {
+                code: close_code::GOING_AWAY,
+                reason: format!("idle timeout ({} s without data)", idle.as_secs_f64()),
+            });
+        }
+        let interval = self.timers.heartbeat?;
+        match self.ping_sent {
+            Some(sent) if sent.elapsed() >= interval * 2 => Some(CloseInfo {
+                code: close_code::GOING_AWAY,
+                reason: format!(
+                    "no answer to a heartbeat ping within {} s",
+                    (interval * 2).as_secs_f64()
+                ),
+            }),
+            None if self.client_heard.elapsed() >= interval => {
+                self.pings += 1;
+                if let Some(ping) = shared
+                    .controls
+                    .ping(format!("wsproxy {}", self.pings).as_bytes())
+                {
+                    debug!(
+                        "[#{}] proxy→client heartbeat ping {}",
+                        shared.id, self.pings
+                    );
+                    shared.send_control(&ping);
+                }
+                self.ping_sent = Some(Instant::now());
+                None
+            }
+            _ => None,
+        }
+    }
 }
