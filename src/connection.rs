@@ -26,7 +26,7 @@ use crate::framing::rfc6455::{Rfc6455Encoder, Rfc6455Reader};
 use crate::framing::{ClientReader, CloseInfo, Controls, FrameEncoder, Wire, close_code};
 use crate::handshake::{self, Accepted, Generation, RequestKind, Scheme};
 use crate::http::{self, Deadline, HeadError, Refusal, Request};
-use crate::socket::{SharedSocket, lingering_close};
+use crate::socket::{Readable, SharedSocket, lingering_close};
 use crate::static_files;
 use crate::target::{self, Target};
 use crate::tokens;
@@ -307,7 +307,7 @@ fn describe_peer(stream: &TcpStream) -> String {
 fn framing_for(
     id: u64,
     accepted: &Accepted,
-    client: Box<dyn Read + Send>,
+    client: Box<dyn Readable>,
     leftover: &[u8],
     config: &Config,
 ) -> (Box<dyn ClientReader>, Box<dyn FrameEncoder>) {

@@ -133,9 +133,13 @@ pub fn read_head(
     stream: &mut dyn Read,
     deadline: &Deadline,
 ) -> Result<(Request, Vec<u8>), HeadError> {
-    let mut buf = vec![0u8; MAX_HEAD_BYTES];
+    // Most heads are a few hundred bytes: start small, grow up to the limit.
+    let mut buf = vec![0u8; 2048];
     let mut filled = 0;
     loop {
+        if filled == buf.len() {
+            buf.resize((buf.len() * 2).min(MAX_HEAD_BYTES), 0);
+        }
         deadline.arm().map_err(abandoned)?;
         let n = match stream.read(&mut buf[filled..]) {
             Ok(0) if filled == 0 => {
@@ -161,7 +165,7 @@ pub fn read_head(
             let request = parse_head(&buf[..head_len])?;
             return Ok((request, buf[head_len..filled].to_vec()));
         }
-        if filled == buf.len() {
+        if filled == MAX_HEAD_BYTES {
             return Err(HeadError::Refused(Refusal::new(
                 431,
                 format!("request head larger than {MAX_HEAD_BYTES} bytes"),

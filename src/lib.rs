@@ -20,6 +20,7 @@
 //!
 //! [`socket`] lets a tunnel's two threads share one socket without a second descriptor.
 
+pub mod buffers;
 pub mod cli;
 pub mod config;
 pub mod connection;
@@ -33,5 +34,6 @@ pub mod shutdown;
 pub mod socket;
 pub mod static_files;
 pub mod target;
+pub mod tls;
 pub mod tokens;
 pub mod tunnel;

@@ -11,6 +11,35 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A byte source a pump reads from, which may be able to wait for data without a buffer.
+///
+/// Waiting first lets an idle pump hold no relay buffer (see [`crate::buffers`]). A plain
+/// socket waits with a one-byte `peek`; sources that may hold decoded data of their own (TLS)
+/// cannot wait this way and keep their buffer.
+pub trait Readable: Read + Send {
+    /// Whether [`wait_readable`](Self::wait_readable) works for this source.
+    fn can_wait(&self) -> bool {
+        false
+    }
+
+    /// Blocks until a read would not block (data, end of stream, or an error).
+    fn wait_readable(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Readable for Box<dyn Readable> {
+    fn can_wait(&self) -> bool {
+        (**self).can_wait()
+    }
+
+    fn wait_readable(&mut self) -> io::Result<()> {
+        (**self).wait_readable()
+    }
+}
+
+impl Readable for &[u8] {}
+
 /// A TCP socket shared between threads.
 #[derive(Debug, Clone)]
 pub struct SharedSocket(pub Arc<TcpStream>);
@@ -29,6 +58,16 @@ impl SharedSocket {
 impl Read for SharedSocket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self.0).read(buf)
+    }
+}
+
+impl Readable for SharedSocket {
+    fn can_wait(&self) -> bool {
+        true
+    }
+
+    fn wait_readable(&mut self) -> io::Result<()> {
+        self.0.peek(&mut [0u8; 1]).map(|_| ())
     }
 }
 

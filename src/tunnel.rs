@@ -37,7 +37,7 @@
 //! Close 1001 ([`close_all`]).
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -50,7 +50,7 @@ use log::{debug, warn};
 use crate::framing::{
     ClientReader, CloseInfo, Controls, FrameEncoder, Inbound, ReadError, Wire, close_code,
 };
-use crate::socket::SharedSocket;
+use crate::socket::{Readable, SharedSocket};
 use crate::target::describe;
 
 /// Stack size of the download pump's thread: it only reads, frames and writes.
@@ -68,7 +68,7 @@ pub struct Tunnel {
     /// The target socket (for shutdown; reads and writes go through the two handles below).
     pub target: SharedSocket,
     /// Read by the download pump only.
-    pub target_reader: Box<dyn Read + Send>,
+    pub target_reader: Box<dyn Readable>,
     /// Written by the upload pump only.
     pub target_writer: Box<dyn Write + Send>,
     /// How long the side that started closing waits for the other to finish.
@@ -268,7 +268,7 @@ fn relay(
     shared: &Arc<Shared>,
     reader: &mut dyn ClientReader,
     mut encoder: Box<dyn FrameEncoder>,
-    mut target_reader: Box<dyn Read + Send>,
+    mut target_reader: Box<dyn Readable>,
     mut target_writer: Box<dyn Write + Send>,
     timers: Timers,
 ) -> Report {
@@ -399,7 +399,7 @@ fn pump_client_to_target(
 fn pump_target_to_client(
     shared: &Shared,
     encoder: &mut dyn FrameEncoder,
-    target: &mut dyn Read,
+    target: &mut dyn Readable,
     upload_ended: &Receiver<()>,
 ) -> u64 {
     let (mut delivered, mut discarded) = (0u64, 0u64);

@@ -16,7 +16,7 @@ pub const BASE64: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// How many decoded bytes `len` Base64 characters can produce at most (plus a carried group).
-pub fn max_decoded_len(len: usize) -> usize {
+pub const fn max_decoded_len(len: usize) -> usize {
     (len / 4 + 2) * 3
 }
 

@@ -16,7 +16,7 @@
 //! Writing: each read from the target becomes `0x00 <Base64> 0xFF` (Base64 is ASCII, so it can
 //! never contain the `0xFF` terminator).
 
-use std::io::{self, Read};
+use std::io;
 
 use base64::Engine;
 use log::{debug, log_enabled};
@@ -26,6 +26,8 @@ use super::rfc6455::{BASE64_CHUNK, CHUNK, read_some};
 use super::{
     ClientReader, FrameEncoder, Inbound, Limits, ReadError, close_code, preview, violation,
 };
+use crate::buffers::{self, Buffer};
+use crate::socket::Readable;
 
 /// Where the reader is within a frame.
 enum State {
@@ -45,46 +47,50 @@ enum State {
 pub struct HixieReader<R> {
     id: u64,
     stream: R,
-    buf: Vec<u8>,
+    /// Bytes read from the client; `buf[pos..end]` is not consumed yet.
+    buf: Buffer,
     pos: usize,
     end: usize,
+    /// Whether the last read drained the socket (then the buffers go back to the pool).
+    drained: bool,
     state: State,
-    decoded: Vec<u8>,
+    decoded: Buffer,
     limits: Limits,
 }
 
-impl<R: Read + Send> HixieReader<R> {
+/// Client bytes read at once: small enough that their decoding fits a pooled buffer.
+const READ_SIZE: usize = CHUNK;
+const _: () = assert!(max_decoded_len(READ_SIZE) <= buffers::SIZE);
+
+impl<R: Readable> HixieReader<R> {
     pub fn new(id: u64, stream: R, leftover: &[u8], limits: Limits) -> Self {
-        let mut buf = vec![0; CHUNK.max(leftover.len())];
-        buf[..leftover.len()].copy_from_slice(leftover);
+        let mut buf = Buffer::default();
+        if !leftover.is_empty() {
+            buf.get()[..leftover.len()].copy_from_slice(leftover);
+        }
         HixieReader {
             id,
             stream,
             buf,
             pos: 0,
             end: leftover.len(),
+            drained: leftover.is_empty(),
             state: State::FrameType,
-            decoded: vec![0; max_decoded_len(CHUNK.max(leftover.len()))],
+            decoded: Buffer::default(),
             limits,
         }
     }
 
-    fn too_long(&self, length: u64) -> Result<(), ReadError> {
-        if length > self.limits.max_frame {
-            return Err(violation(
-                close_code::TOO_BIG,
-                format!("hixie frame longer than {} bytes", self.limits.max_frame),
-            ));
-        }
-        Ok(())
-    }
-
     /// Consumes buffered bytes; returns decoded data (`Some(n)` bytes in `decoded`) or an event.
     fn step(&mut self) -> Result<Option<Result<usize, Inbound<'static>>>, ReadError> {
+        if self.pos == self.end {
+            return Ok(None);
+        }
+        let buf = self.buf.get();
         while self.pos < self.end {
             match &mut self.state {
                 State::FrameType => {
-                    let frame_type = self.buf[self.pos];
+                    let frame_type = buf[self.pos];
                     self.pos += 1;
                     self.state = match frame_type {
                         0x00 => State::Text {
@@ -99,11 +105,11 @@ impl<R: Read + Send> HixieReader<R> {
                     };
                 }
                 State::Length { frame_type, length } => {
-                    let byte = self.buf[self.pos];
+                    let byte = buf[self.pos];
                     self.pos += 1;
                     *length = *length * 128 + u64::from(byte & 0x7F);
                     let (frame_type, length) = (*frame_type, *length);
-                    self.too_long(length)?;
+                    too_long(length, &self.limits)?;
                     if byte & 0x80 == 0 {
                         if log_enabled!(log::Level::Debug) {
                             debug!(
@@ -127,32 +133,33 @@ impl<R: Read + Send> HixieReader<R> {
                     }
                 }
                 State::SkipSentinel { length } => {
-                    let available = &self.buf[self.pos..self.end];
+                    let available = &buf[self.pos..self.end];
                     let found = available.iter().position(|&b| b == 0xFF);
                     let n = found.unwrap_or(available.len());
                     *length += n as u64;
                     let length = *length;
                     self.pos += n;
-                    self.too_long(length)?;
+                    too_long(length, &self.limits)?;
                     if found.is_some() {
                         self.pos += 1;
                         self.state = State::FrameType;
                     }
                 }
                 State::Text { length, base64 } => {
-                    let available = &self.buf[self.pos..self.end];
+                    let available = &buf[self.pos..self.end];
                     let found = available.iter().position(|&b| b == 0xFF);
                     let n = found.unwrap_or(available.len());
-                    let piece = &self.buf[self.pos..self.pos + n];
+                    let piece = &buf[self.pos..self.pos + n];
+                    let decoded = self.decoded.get();
                     let first = *length == 0;
                     *length += n as u64;
                     let total = *length;
                     let mut produced = base64
-                        .feed(piece, &mut self.decoded)
+                        .feed(piece, decoded)
                         .map_err(|e| violation(close_code::INVALID_DATA, e))?;
                     if found.is_some() {
                         produced += base64
-                            .finish(&mut self.decoded[produced..])
+                            .finish(&mut decoded[produced..])
                             .map_err(|e| violation(close_code::INVALID_DATA, e))?;
                     }
                     if log_enabled!(log::Level::Debug) && (first || found.is_some()) {
@@ -184,19 +191,26 @@ impl<R: Read + Send> HixieReader<R> {
     }
 }
 
-impl<R: Read + Send> ClientReader for HixieReader<R> {
+impl<R: Readable> ClientReader for HixieReader<R> {
     fn next(&mut self) -> Result<Inbound<'_>, ReadError> {
         loop {
             match self.step()? {
-                Some(Ok(n)) => return Ok(Inbound::Data(&self.decoded[..n])),
+                Some(Ok(n)) => return Ok(Inbound::Data(&self.decoded.held()[..n])),
                 Some(Err(event)) => return Ok(event),
                 None => {
+                    // Every buffered byte is consumed (frame state lives in `self.state`).
                     self.pos = 0;
                     self.end = 0;
-                    let n = read_some(&mut self.stream, &mut self.buf)?;
+                    if self.drained && self.stream.can_wait() {
+                        self.buf.release();
+                        self.decoded.release();
+                        self.stream.wait_readable()?;
+                    }
+                    let n = read_some(&mut self.stream, &mut self.buf.get()[..READ_SIZE])?;
                     if n == 0 {
                         return Ok(Inbound::Eof);
                     }
+                    self.drained = n < READ_SIZE;
                     self.end = n;
                 }
             }
@@ -204,39 +218,55 @@ impl<R: Read + Send> ClientReader for HixieReader<R> {
     }
 }
 
+fn too_long(length: u64, limits: &Limits) -> Result<(), ReadError> {
+    if length > limits.max_frame {
+        return Err(violation(
+            close_code::TOO_BIG,
+            format!("hixie frame longer than {} bytes", limits.max_frame),
+        ));
+    }
+    Ok(())
+}
+
 /// Builds `0x00 <Base64> 0xFF` frames from target reads.
 pub struct HixieEncoder {
     id: u64,
-    frame: Vec<u8>,
-    raw: Vec<u8>,
+    frame: Buffer,
+    raw: Buffer,
+    drained: bool,
 }
 
 impl HixieEncoder {
     pub fn new(id: u64) -> Self {
         HixieEncoder {
             id,
-            frame: Vec::new(),
-            raw: Vec::new(),
+            frame: Buffer::default(),
+            raw: Buffer::default(),
+            drained: true,
         }
     }
 }
 
 impl FrameEncoder for HixieEncoder {
-    fn frame_from(&mut self, target: &mut dyn Read) -> io::Result<Option<(&[u8], usize)>> {
-        if self.frame.is_empty() {
-            self.frame = vec![0; CHUNK + 2];
-            self.raw = vec![0; BASE64_CHUNK];
+    fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(&[u8], usize)>> {
+        if self.drained && target.can_wait() {
+            self.frame.release();
+            self.raw.release();
+            target.wait_readable()?;
         }
-        let n = read_some(target, &mut self.raw)?;
+        let raw = &mut self.raw.get()[..BASE64_CHUNK];
+        let n = read_some(target, raw)?;
+        self.drained = n < BASE64_CHUNK;
         if n == 0 {
             return Ok(None);
         }
-        self.frame[0] = 0x00;
+        let frame = self.frame.get();
+        frame[0] = 0x00;
         let encoded = BASE64
-            .encode_slice(&self.raw[..n], &mut self.frame[1..])
+            .encode_slice(&raw[..n], &mut frame[1..])
             .expect("the frame buffer holds a whole encoded chunk");
-        self.frame[1 + encoded] = 0xFF;
-        let frame = &self.frame[..encoded + 2];
+        frame[1 + encoded] = 0xFF;
+        let frame = &frame[..encoded + 2];
         if log_enabled!(log::Level::Debug) {
             debug!(
                 "[#{}] proxy→client text len={encoded} {} ({n} target bytes)",
@@ -251,12 +281,15 @@ impl FrameEncoder for HixieEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     struct Trickle {
         data: Vec<u8>,
         at: usize,
         step: usize,
     }
+
+    impl Readable for Trickle {}
 
     impl Read for Trickle {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

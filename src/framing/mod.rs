@@ -21,7 +21,9 @@ pub mod mask;
 pub mod rfc6455;
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
+
+use crate::socket::Readable;
 
 /// What the data frames we send to the client carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +153,7 @@ pub trait ClientReader: Send {
 pub trait FrameEncoder: Send {
     /// Reads once from the target (a large read) and returns one complete frame carrying
     /// exactly what arrived, plus the number of target bytes in it. `None` at end of stream.
-    fn frame_from(&mut self, target: &mut dyn Read) -> io::Result<Option<(&[u8], usize)>>;
+    fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(&[u8], usize)>>;
 }
 
 /// Builds control frames for a connection's wire format.

@@ -29,9 +29,12 @@ use super::{
     ClientReader, CloseInfo, Encoding, FrameEncoder, Inbound, Limits, ReadError, close_code,
     preview, violation,
 };
+use crate::buffers::{self, Buffer};
+use crate::socket::Readable;
 
 /// How much we read from a socket at once (and the largest frame we send).
 pub const CHUNK: usize = 64 * 1024;
+const _: () = assert!(HEADER_ROOM + CHUNK <= buffers::SIZE);
 /// Target bytes per Base64 frame: they encode to exactly [`CHUNK`] characters.
 pub const BASE64_CHUNK: usize = CHUNK / 4 * 3;
 /// The longest header of a server frame (no mask): 2 bytes + a 64-bit length.
@@ -73,31 +76,38 @@ enum Step {
 pub struct Rfc6455Reader<R> {
     id: u64,
     stream: R,
-    buf: Vec<u8>,
+    /// Bytes read from the client; `buf[pos..end]` is not consumed yet.
+    buf: Buffer,
     pos: usize,
     end: usize,
+    /// Whether the last read drained the socket (then the buffer goes back to the pool).
+    drained: bool,
     frame: Option<FrameInProgress>,
     message: Option<MessageInProgress>,
     control: Vec<u8>,
-    decoded: Vec<u8>,
+    /// Base64-decoded payload bytes, for text frames.
+    decoded: Buffer,
     limits: Limits,
 }
 
-impl<R: Read + Send> Rfc6455Reader<R> {
+impl<R: Readable> Rfc6455Reader<R> {
     /// `leftover` holds bytes that arrived with the handshake (the client's first frames).
     pub fn new(id: u64, stream: R, leftover: &[u8], limits: Limits) -> Self {
-        let mut buf = vec![0; CHUNK.max(leftover.len())];
-        buf[..leftover.len()].copy_from_slice(leftover);
+        let mut buf = Buffer::default();
+        if !leftover.is_empty() {
+            buf.get()[..leftover.len()].copy_from_slice(leftover);
+        }
         Rfc6455Reader {
             id,
             stream,
             buf,
             pos: 0,
             end: leftover.len(),
+            drained: leftover.is_empty(),
             frame: None,
             message: None,
             control: Vec::new(),
-            decoded: Vec::new(),
+            decoded: Buffer::default(),
             limits,
         }
     }
@@ -107,22 +117,22 @@ impl<R: Read + Send> Rfc6455Reader<R> {
         if self.pos == self.end {
             self.pos = 0;
             self.end = 0;
-        } else if self.end == self.buf.len() {
-            self.buf.copy_within(self.pos..self.end, 0);
+            if self.drained && self.stream.can_wait() {
+                // Idle: hold no buffer while waiting (see crate::buffers).
+                self.buf.release();
+                self.decoded.release();
+                self.stream.wait_readable()?;
+            }
+        } else if self.end == buffers::SIZE {
+            self.buf.get().copy_within(self.pos..self.end, 0);
             self.end -= self.pos;
             self.pos = 0;
         }
-        loop {
-            match self.stream.read(&mut self.buf[self.end..]) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let room = buffers::SIZE - self.end;
+        let n = read_some(&mut self.stream, &mut self.buf.get()[self.end..])?;
+        self.drained = n < room;
+        self.end += n;
+        Ok(n > 0)
     }
 
     fn step(&mut self) -> Result<Step, ReadError> {
@@ -136,19 +146,20 @@ impl<R: Read + Send> Rfc6455Reader<R> {
         let n = frame.remaining.min((self.end - self.pos) as u64) as usize;
         let range = self.pos..self.pos + n;
         let offset = frame.length - frame.remaining;
-        unmask(&mut self.buf[range.clone()], frame.mask, offset);
+        let buf = self.buf.get();
+        unmask(&mut buf[range.clone()], frame.mask, offset);
         frame.remaining -= n as u64;
         self.pos += n;
         if frame.preview.len() < 16 && log_enabled!(log::Level::Debug) {
             let take = n.min(16 - frame.preview.len());
             frame
                 .preview
-                .extend_from_slice(&self.buf[range.start..range.start + take]);
+                .extend_from_slice(&buf[range.start..range.start + take]);
         }
         let frame_done = frame.remaining == 0;
         match frame.opcode {
             OpCode::Control(_) => {
-                self.control.extend_from_slice(&self.buf[range]);
+                self.control.extend_from_slice(&buf[range]);
                 if frame_done {
                     return self.finish_control().map(Step::Event);
                 }
@@ -163,18 +174,16 @@ impl<R: Read + Send> Rfc6455Reader<R> {
                     }
                     return Ok(Step::Raw(range));
                 }
-                let needed = max_decoded_len(n);
-                if self.decoded.len() < needed {
-                    self.decoded.resize(needed.max(max_decoded_len(CHUNK)), 0);
-                }
+                debug_assert!(max_decoded_len(n) <= buffers::SIZE);
+                let decoded = self.decoded.get();
                 let mut produced = message
                     .base64
-                    .feed(&self.buf[range], &mut self.decoded)
+                    .feed(&buf[range], decoded)
                     .map_err(|e| violation(close_code::INVALID_DATA, e))?;
                 if frame_done && frame.is_final {
                     produced += message
                         .base64
-                        .finish(&mut self.decoded[produced..])
+                        .finish(&mut decoded[produced..])
                         .map_err(|e| violation(close_code::INVALID_DATA, e))?;
                 }
                 frame.decoded += produced as u64;
@@ -188,7 +197,7 @@ impl<R: Read + Send> Rfc6455Reader<R> {
 
     /// Parses and checks the next frame header.
     fn start_frame(&mut self) -> Result<Step, ReadError> {
-        let mut cursor = Cursor::new(&self.buf[self.pos..self.end]);
+        let mut cursor = Cursor::new(&self.buf.get()[self.pos..self.end]);
         let parsed = FrameHeader::parse(&mut cursor)
             .map_err(|e| violation(close_code::PROTOCOL_ERROR, format!("bad frame header: {e}")))?;
         let Some((header, length)) = parsed else {
@@ -292,10 +301,7 @@ impl<R: Read + Send> Rfc6455Reader<R> {
                         .base64
                         .finish(&mut tail)
                         .map_err(|e| violation(close_code::INVALID_DATA, e))?;
-                    if self.decoded.len() < produced {
-                        self.decoded.resize(max_decoded_len(CHUNK), 0);
-                    }
-                    self.decoded[..produced].copy_from_slice(&tail[..produced]);
+                    self.decoded.get()[..produced].copy_from_slice(&tail[..produced]);
                 }
                 self.finish_data_frame();
                 Ok(Step::Decoded(produced))
@@ -355,14 +361,14 @@ impl<R: Read + Send> Rfc6455Reader<R> {
     }
 }
 
-impl<R: Read + Send> ClientReader for Rfc6455Reader<R> {
+impl<R: Readable> ClientReader for Rfc6455Reader<R> {
     fn next(&mut self) -> Result<Inbound<'_>, ReadError> {
         loop {
             match self.step()? {
                 Step::Raw(range) if range.is_empty() => {}
-                Step::Raw(range) => return Ok(Inbound::Data(&self.buf[range])),
+                Step::Raw(range) => return Ok(Inbound::Data(&self.buf.held()[range])),
                 Step::Decoded(0) | Step::Again => {}
-                Step::Decoded(n) => return Ok(Inbound::Data(&self.decoded[..n])),
+                Step::Decoded(n) => return Ok(Inbound::Data(&self.decoded.held()[..n])),
                 Step::Event(event) => return Ok(event),
                 Step::NeedMore => {
                     if !self.fill()? {
@@ -433,9 +439,11 @@ pub struct Rfc6455Encoder {
     id: u64,
     encoding: Encoding,
     /// Header room followed by the payload.
-    frame: Vec<u8>,
+    frame: Buffer,
     /// Raw target bytes waiting to be Base64-encoded (Base64 mode only).
-    raw: Vec<u8>,
+    raw: Buffer,
+    /// Whether the last read drained the target (then buffers go back to the pool).
+    drained: bool,
 }
 
 impl Rfc6455Encoder {
@@ -443,29 +451,33 @@ impl Rfc6455Encoder {
         Rfc6455Encoder {
             id,
             encoding,
-            frame: Vec::new(),
-            raw: Vec::new(),
+            frame: Buffer::default(),
+            raw: Buffer::default(),
+            drained: true,
         }
     }
 }
 
 impl FrameEncoder for Rfc6455Encoder {
-    fn frame_from(&mut self, target: &mut dyn Read) -> io::Result<Option<(&[u8], usize)>> {
-        if self.frame.is_empty() {
-            self.frame = vec![0; HEADER_ROOM + CHUNK];
-            if self.encoding == Encoding::Base64 {
-                self.raw = vec![0; BASE64_CHUNK];
-            }
+    fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(&[u8], usize)>> {
+        if self.drained && target.can_wait() {
+            self.frame.release();
+            self.raw.release();
+            target.wait_readable()?;
         }
+        let frame = self.frame.get();
         let (opcode, raw_len, payload_len) = match self.encoding {
             Encoding::Binary => {
-                let n = read_some(target, &mut self.frame[HEADER_ROOM..])?;
+                let n = read_some(target, &mut frame[HEADER_ROOM..HEADER_ROOM + CHUNK])?;
+                self.drained = n < CHUNK;
                 (Data::Binary, n, n)
             }
             Encoding::Base64 => {
-                let n = read_some(target, &mut self.raw)?;
+                let raw = &mut self.raw.get()[..BASE64_CHUNK];
+                let n = read_some(target, raw)?;
+                self.drained = n < BASE64_CHUNK;
                 let encoded = BASE64
-                    .encode_slice(&self.raw[..n], &mut self.frame[HEADER_ROOM..])
+                    .encode_slice(&raw[..n], &mut frame[HEADER_ROOM..])
                     .expect("the frame buffer holds a whole encoded chunk");
                 (Data::Text, n, encoded)
             }
@@ -479,9 +491,9 @@ impl FrameEncoder for Rfc6455Encoder {
         };
         let start = HEADER_ROOM - header.len(payload_len as u64);
         header
-            .format(payload_len as u64, &mut &mut self.frame[start..HEADER_ROOM])
+            .format(payload_len as u64, &mut &mut frame[start..HEADER_ROOM])
             .expect("the header fits its room");
-        let frame = &self.frame[start..HEADER_ROOM + payload_len];
+        let frame = &frame[start..HEADER_ROOM + payload_len];
         if log_enabled!(log::Level::Debug) {
             let kind = if opcode == Data::Text {
                 "text"
@@ -538,6 +550,8 @@ mod tests {
         at: usize,
         step: usize,
     }
+
+    impl Readable for Trickle {}
 
     impl Read for Trickle {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
