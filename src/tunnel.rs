@@ -50,7 +50,7 @@ use log::{debug, warn};
 use crate::framing::{
     ClientReader, CloseInfo, Controls, FrameEncoder, Inbound, ReadError, Wire, close_code,
 };
-use crate::socket::{Readable, SharedSocket};
+use crate::socket::{Readable, SharedSocket, lingering_close};
 use crate::target::describe;
 
 /// Stack size of the download pump's thread: it only reads, frames and writes.
@@ -305,13 +305,20 @@ fn relay(
     };
 
     let mut clock = Clock::new(shared, timers);
-    let bytes_up = pump_client_to_target(shared, reader, target_writer.as_mut(), &mut clock);
+    // The bytes forwarded, and whether the client broke the protocol.
+    let (bytes_up, client_broke_protocol) =
+        pump_client_to_target(shared, reader, target_writer.as_mut(), &mut clock);
     // Nothing more will reach the target: FIN after the last forwarded byte (for TLS
     // targets, the writer's drop sends close_notify first).
     let _ = target_writer.flush();
     drop(target_writer);
     shared.target.shutdown(Shutdown::Write);
     drop(upload_done);
+    if client_broke_protocol {
+        // The client may still be sending: read and discard it for a moment, so that
+        // closing does not reset the connection and destroy our Close in flight.
+        lingering_close(&shared.client.0);
+    }
     if download_ended.recv_timeout(close_timeout) == Err(RecvTimeoutError::Timeout) {
         debug!(
             "[#{id}] target still open {close_timeout:?} after the client side ended; closing it"
@@ -339,7 +346,7 @@ fn pump_client_to_target(
     reader: &mut dyn ClientReader,
     target: &mut dyn Write,
     clock: &mut Clock,
-) -> u64 {
+) -> (u64, bool) {
     let mut forwarded = 0u64;
     loop {
         let event = reader.next();
@@ -377,7 +384,7 @@ fn pump_client_to_target(
                 warn!("[#{}] client broke the protocol: {violation}", shared.id);
                 shared.record(format!("client broke the protocol: {violation}"));
                 shared.send_close(Some(violation));
-                break;
+                return (forwarded, true);
             }
             Err(ReadError::Io(e)) if is_timeout(&e) => {
                 if let Some(expired) = clock.check(shared) {
@@ -392,7 +399,7 @@ fn pump_client_to_target(
             }
         }
     }
-    forwarded
+    (forwarded, false)
 }
 
 /// Target → client: each read from the target becomes one frame to the client.

@@ -119,7 +119,6 @@ pub mod close_code {
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL_ERROR: u16 = 1011;
     pub const TRY_AGAIN_LATER: u16 = 1013;
-    pub const BAD_GATEWAY: u16 = 1014;
 }
 
 /// Limits on what a client may send.

@@ -233,6 +233,12 @@ impl<R: Readable> Rfc6455Reader<R> {
                 self.control.clear();
             }
             OpCode::Data(data) => {
+                if length > i64::MAX as u64 {
+                    return Err(violation(
+                        close_code::PROTOCOL_ERROR,
+                        "64-bit payload length with its most significant bit set (RFC 6455 §5.2)",
+                    ));
+                }
                 if length > self.limits.max_frame {
                     return Err(violation(
                         close_code::TOO_BIG,

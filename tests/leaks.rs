@@ -1,0 +1,151 @@
+//! Resource hygiene: after many tunnels (every close path, refused handshakes and failed
+//! connects) the proxy's open fd count and thread count return to their start values.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Waits (up to 10 s) until the proxy's fd and thread counts are back at or below the baseline;
+/// panics with the leftovers otherwise.
+fn assert_back_to_baseline(proxy: &Proxy, fds: usize, threads: usize, what: &str) {
+    let started = Instant::now();
+    let ok = wait_until(Duration::from_secs(10), || {
+        proxy.fd_count() <= fds && proxy.thread_count() <= threads
+    });
+    assert!(
+        ok,
+        "{what}: fds {} (baseline {fds}), threads {} (baseline {threads}) after 10 s;\nopen fds:\n{}",
+        proxy.fd_count(),
+        proxy.thread_count(),
+        proxy.fd_listing().join("\n")
+    );
+    eprintln!("{what}: back to baseline after {:?}", started.elapsed());
+}
+
+/// Baseline counts once the proxy is idle and stable (they must not change for 200 ms).
+fn baseline(proxy: &Proxy) -> (usize, usize) {
+    let mut last = (proxy.fd_count(), proxy.thread_count());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = (proxy.fd_count(), proxy.thread_count());
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// One RFC 6455 tunnel to the echo target that the client closes with a Close frame.
+fn tunnel_client_close(proxy: &Proxy, echo: &TcpTarget, payload: &[u8]) {
+    let mut c = RawHybiClient::connect(proxy.addr, &echo.target(), 13, Some("binary"));
+    c.send_binary(payload);
+    assert_eq!(recv_exactly(&mut c, payload.len()), payload);
+    c.send_close(1000, "");
+    assert_eq!(c.expect_close().0, 1000);
+    c.conn.expect_eof(Duration::from_secs(5)).unwrap();
+}
+
+/// One tunnel to a source target that closes first (Close 1000, client answers).
+fn tunnel_target_close(proxy: &Proxy, source: &TcpTarget) {
+    let mut c = RawHybiClient::connect(proxy.addr, &source.target(), 13, None);
+    let (data, close) = c.recv_until_close();
+    assert_eq!(data, b"bye");
+    assert_eq!(close.map(|c| c.0), Some(1000));
+    c.send_close(1000, "");
+    c.conn.expect_eof(Duration::from_secs(5)).unwrap();
+}
+
+/// One tunnel whose client vanishes (TCP close without a Close frame).
+fn tunnel_client_vanishes(proxy: &Proxy, echo: &TcpTarget, payload: &[u8]) {
+    let mut c = RawHybiClient::connect(proxy.addr, &echo.target(), 8, Some("base64"));
+    c.send_data(payload);
+    assert_eq!(recv_exactly(&mut c, payload.len()), payload);
+}
+
+/// One hixie-76 tunnel closed with the closing handshake.
+fn tunnel_hixie76(proxy: &Proxy, echo: &TcpTarget, rng: &mut Rng, payload: &[u8]) {
+    let req = HixieRequest::new(proxy.addr, &echo.target());
+    let mut c = HixieClient::connect_76(proxy.addr, &req, &Hixie76Keys::generate(rng));
+    c.send_data(payload);
+    assert_eq!(recv_exactly(&mut c, payload.len()), payload);
+    c.send_close();
+    c.expect_close();
+    c.conn.expect_eof(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn thousand_sequential_tunnels_leak_no_fds_or_threads() {
+    let proxy = Proxy::start(&[]);
+    let echo = EchoServer::start();
+    let source = SourceServer::start(b"bye".to_vec());
+    let mut rng = Rng::for_test("leaks");
+
+    // Warm up every path once so lazily created process-wide resources exist.
+    tunnel_client_close(&proxy, &echo, b"warm");
+    tunnel_target_close(&proxy, &source);
+    tunnel_client_vanishes(&proxy, &echo, b"warm");
+    tunnel_hixie76(&proxy, &echo, &mut rng, b"warm");
+    assert!(echo.wait_idle(Duration::from_secs(5)));
+    let (fds, threads) = baseline(&proxy);
+    eprintln!("baseline: {fds} fds, {threads} threads");
+
+    let started = Instant::now();
+    for i in 0..1000 {
+        let payload = format!("tunnel {i}").into_bytes();
+        match i % 4 {
+            0 => tunnel_client_close(&proxy, &echo, &payload),
+            1 => tunnel_target_close(&proxy, &source),
+            2 => tunnel_client_vanishes(&proxy, &echo, &payload),
+            _ => tunnel_hixie76(&proxy, &echo, &mut rng, &payload),
+        }
+    }
+    eprintln!("1000 tunnels in {:?}", started.elapsed());
+    assert_back_to_baseline(&proxy, fds, threads, "after 1000 tunnels");
+    assert!(
+        echo.wait_idle(Duration::from_secs(5)) && source.wait_idle(Duration::from_secs(5)),
+        "every target connection was closed by the proxy (echo open: {}, source open: {})",
+        echo.open_connections(),
+        source.open_connections()
+    );
+    assert_eq!(echo.accepted(), 3 + 750);
+    assert!(
+        proxy.logs().iter().all(|l| !l.contains("panicked")),
+        "{}",
+        proxy.logs_text()
+    );
+}
+
+#[test]
+fn refused_handshakes_and_failed_connects_leak_nothing() {
+    let proxy = Proxy::start(&[]);
+    let closed = closed_port();
+    // Warm up.
+    let mut c = RawHybiClient::connect(proxy.addr, &closed.to_string(), 13, None);
+    assert_eq!(c.expect_close().0, 1011);
+    let (fds, threads) = baseline(&proxy);
+
+    for i in 0..300 {
+        match i % 3 {
+            0 => {
+                let mut c = RawHybiClient::connect(proxy.addr, &closed.to_string(), 13, None);
+                assert_eq!(c.expect_close().0, 1011);
+            }
+            1 => {
+                // An upgrade with a bad target (port 0) is refused before any connect.
+                let req = HybiRequest::new(proxy.addr, "127.0.0.1:0", 13);
+                let reply = http_request(proxy.addr, &req.to_bytes()).expect("HTTP answer");
+                assert_eq!(reply.head.status, 400);
+            }
+            _ => {
+                // Half a request, then the client goes away.
+                let mut conn = Conn::connect(proxy.addr);
+                conn.write_all(b"GET /127.0.0.1:9 HTTP/1.1\r\nUpgr")
+                    .unwrap();
+            }
+        }
+    }
+    assert_back_to_baseline(&proxy, fds, threads, "after 300 failed tunnels");
+}
