@@ -15,6 +15,7 @@ use crate::config::{Config, TargetMode, Verbosity};
 use crate::policy::Rule;
 use crate::static_files::WebRoot;
 use crate::target;
+use crate::tls::{TlsClient, TlsServer};
 use crate::tokens::TokenTargets;
 
 /// What the command line asks for.
@@ -107,6 +108,17 @@ SAFETY (see README.md, section \"Security model\")
                              1001 \"server shutting down\", let data drain for up to SECS
                              (default 5), exit 0. A second signal exits at once.
 
+TLS (wss:// and https:// on the same port as ws://)
+        --cert FILE          PEM certificate chain. With --key, a connection whose first
+                             byte is a TLS ClientHello (0x16) is served over TLS; others are
+                             served in the clear. SIGHUP re-reads both files (tunnels that
+                             are open keep their session).
+        --key FILE           PEM private key (PKCS#8, RSA or EC).
+        --tls-only           Refuse connections that do not start with TLS (400).
+        --tls-target         Connect to targets over TLS, with SNI and certificate checks
+                             against the system's roots (websockify's --ssl-target).
+        --target-ca FILE     Also trust this PEM CA for --tls-target.
+
 WEB
     Plain GET/HEAD requests are answered with static files: by default a built-in demo
     page at / and the JavaScript client at /wsproxy.js (+ /wsproxy.mjs, /wsproxy.d.ts).
@@ -136,7 +148,7 @@ SUBPROTOCOLS (RFC 6455 and hybi; the client's most preferred supported one is ch
 CLOSING
     target closes        all data delivered, then Close 1000 \"target closed\"
     client sends Close   all data delivered to the target, Close answered, target half-closed
-    connect fails        Close 1014 with the reason (hixie: 0xFF 0x00)
+    connect fails        Close 1011 with the reason (hixie: 0xFF 0x00)
     invalid Base64       Close 1007;  frame/message too large: 1009;  protocol error: 1002
 
 EXAMPLES
@@ -243,6 +255,21 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
         };
     } else if host_token {
         return Err("--host-token needs --token-file".into());
+    }
+
+    let cert: Option<PathBuf> = value(&mut args, "--cert", "a PEM file")?;
+    let key: Option<PathBuf> = value(&mut args, "--key", "a PEM file")?;
+    config.tls_only = args.contains("--tls-only");
+    config.tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(Arc::new(TlsServer::from_files(&cert, &key)?)),
+        (None, None) if config.tls_only => return Err("--tls-only needs --cert and --key".into()),
+        (None, None) => None,
+        _ => return Err("--cert and --key go together".into()),
+    };
+    let tls_target = args.contains("--tls-target");
+    let target_ca: Option<PathBuf> = value(&mut args, "--target-ca", "a PEM file")?;
+    if tls_target || target_ca.is_some() {
+        config.tls_target = Some(Arc::new(TlsClient::new(target_ca.as_deref())?));
     }
 
     let rest = args.finish();

@@ -9,6 +9,7 @@ use crate::origin::OriginPolicy;
 use crate::policy::Policy;
 use crate::static_files::WebRoot;
 use crate::target::Target;
+use crate::tls::{TlsClient, TlsServer};
 use crate::tokens::TokenTargets;
 
 /// How much to log (`-v`, `-d`); `RUST_LOG` can refine it further.
@@ -61,6 +62,12 @@ pub struct Config {
     pub policy: Policy,
     pub origins: OriginPolicy,
     pub web: WebRoot,
+    /// `--cert`/`--key`: serve wss:// (and https://) on the same port.
+    pub tls: Option<Arc<TlsServer>>,
+    /// `--tls-only`: refuse plain connections.
+    pub tls_only: bool,
+    /// `--tls-target`: connect to targets over TLS.
+    pub tls_target: Option<Arc<TlsClient>>,
 }
 
 impl Default for Config {
@@ -83,6 +90,9 @@ impl Default for Config {
                 ..OriginPolicy::default()
             },
             web: WebRoot::Builtin,
+            tls: None,
+            tls_only: false,
+            tls_target: None,
         }
     }
 }

@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
-use log::{debug, info, log_enabled};
+use log::{debug, info, log_enabled, warn};
 
 use crate::config::{Config, TargetMode};
 use crate::framing::hixie::{HixieEncoder, HixieReader};
@@ -29,6 +29,7 @@ use crate::http::{self, Deadline, HeadError, Refusal, Request};
 use crate::socket::{Readable, SharedSocket, lingering_close};
 use crate::static_files;
 use crate::target::{self, Target};
+use crate::tls;
 use crate::tokens;
 use crate::tunnel::{self, Timers, Tunnel};
 
@@ -42,6 +43,13 @@ struct Upgraded {
     leftover: Vec<u8>,
 }
 
+/// The client's byte streams: plain TCP, or TLS on the same port.
+struct Transport {
+    reader: Box<dyn Readable>,
+    writer: Box<dyn Write + Send>,
+    scheme: Scheme,
+}
+
 /// Serves one connection on the calling thread.
 pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
     let started = Instant::now();
@@ -50,7 +58,15 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
         socket: &client.0,
         at: started + config.handshake_timeout,
     };
-    let mut reader = client.clone();
+    // Step 0: TLS or not (the first byte of a TLS connection is 0x16, RFC 8446 §5.1).
+    let Some(Transport {
+        mut reader,
+        mut writer,
+        scheme,
+    }) = open_transport(id, peer, &client, &deadline, config)
+    else {
+        return;
+    };
 
     let (request, leftover) = match http::read_head(&mut reader, &deadline) {
         Ok(head) => head,
@@ -58,7 +74,7 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
             debug!("[#{id}] {peer}: {why}");
             return;
         }
-        Err(HeadError::Refused(refusal)) => return refuse(id, peer, &client, &refusal),
+        Err(HeadError::Refused(refusal)) => return refuse(id, peer, &client, writer, &refusal),
     };
     if log_enabled!(log::Level::Debug) {
         debug!("[#{id}] {peer} > {}", request.request_line());
@@ -69,25 +85,27 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
 
     let generation = match handshake::classify(&request) {
         Ok(RequestKind::WebSocket(generation)) => generation,
-        Ok(RequestKind::PlainHttp) => return serve_plain_http(id, peer, &client, &request, config),
-        Err(refusal) => return refuse(id, peer, &client, &refusal),
+        Ok(RequestKind::PlainHttp) => {
+            return serve_plain_http(id, peer, &client, writer, &request, config);
+        }
+        Err(refusal) => return refuse(id, peer, &client, writer, &refusal),
     };
     debug!(
         "[#{id}] detected {generation} ({})",
         why_detected(generation)
     );
-    let upgraded = match upgrade(
+    let handshake = Handshake {
         id,
-        &request,
+        request: &request,
         generation,
-        leftover,
-        &mut reader,
-        &deadline,
+        scheme,
+        deadline: &deadline,
         config,
-    ) {
+    };
+    let upgraded = match upgrade(&handshake, leftover, &mut reader) {
         Ok(Some(upgraded)) => upgraded,
         Ok(None) => return,
-        Err(refusal) => return refuse(id, peer, &client, &refusal),
+        Err(refusal) => return refuse(id, peer, &client, writer, &refusal),
     };
     let _ = client.0.set_read_timeout(None);
     let Upgraded {
@@ -96,7 +114,6 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
         addresses,
         leftover,
     } = upgraded;
-    let mut writer = client.clone();
     if let Err(e) = writer.write_all(&accepted.response) {
         debug!("[#{id}] {peer}: could not send the handshake response: {e}");
         return;
@@ -104,37 +121,40 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
     let controls = Controls {
         wire: wire_of(accepted.generation),
     };
-    let protocol = describe_protocol(&accepted);
+    let protocol = describe_protocol(&accepted, scheme);
 
-    let connected = addresses.and_then(|addrs| target::connect(&addrs, config.connect_timeout));
-    let target_socket = match connected {
-        Ok(stream) => stream,
+    let connected = addresses
+        .and_then(|addrs| target::connect(&addrs, config.connect_timeout))
+        .and_then(|stream| open_target(stream, &target, config));
+    let (target_socket, target_reader, target_writer) = match connected {
+        Ok(connected) => connected,
         Err(why) => {
             info!("[#{id}] {peer} → {target} via {protocol}: {why}");
+            // 1011 rather than 1014 (Bad Gateway): some clients, tungstenite among them,
+            // reject 1014 as a protocol error and lose the reason.
             let close = CloseInfo {
-                code: close_code::BAD_GATEWAY,
+                code: close_code::INTERNAL_ERROR,
                 reason: why,
             };
             let _ = writer.write_all(&controls.close(Some(&close)));
+            drop(writer);
             lingering_close(&client.0);
             return;
         }
     };
-    let _ = target_socket.set_nodelay(true);
-    let target_addr = describe_peer(&target_socket);
+    let target_addr = describe_peer(&target_socket.0);
     info!("[#{id}] open {peer} → {target} ({target_addr}) via {protocol}");
 
-    let target_socket = SharedSocket::new(target_socket);
-    let (reader, encoder) = framing_for(id, &accepted, Box::new(client.clone()), &leftover, config);
+    let (reader, encoder) = framing_for(id, &accepted, reader, &leftover, config);
     let report = tunnel::run(Tunnel {
         id,
         client: client.clone(),
         reader,
-        writer: Box::new(writer),
+        writer,
         encoder,
         controls,
-        target_reader: Box::new(target_socket.clone()),
-        target_writer: Box::new(target_socket.clone()),
+        target_reader,
+        target_writer,
         target: target_socket,
         close_timeout: config.close_timeout,
         timers: Timers {
@@ -151,17 +171,101 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
     );
 }
 
+/// Step 0: plain TCP, or a TLS handshake when TLS is on and the client starts with one.
+fn open_transport(
+    id: u64,
+    peer: SocketAddr,
+    client: &SharedSocket,
+    deadline: &Deadline,
+    config: &Config,
+) -> Option<Transport> {
+    let plain = || Transport {
+        reader: Box::new(client.clone()),
+        writer: Box::new(client.clone()),
+        scheme: Scheme::Ws,
+    };
+    let Some(server) = &config.tls else {
+        return Some(plain());
+    };
+    let first = match tls::peek_first_byte(&client.0, deadline.at) {
+        Ok(Some(byte)) => byte,
+        Ok(None) => return None,
+        Err(e) => {
+            debug!("[#{id}] {peer}: nothing received: {e}");
+            return None;
+        }
+    };
+    if !tls::is_client_hello(first) {
+        if config.tls_only {
+            let refusal = Refusal::bad_request("this port speaks TLS only: use wss:// or https://");
+            refuse(id, peer, client, Box::new(client.clone()), &refusal);
+            return None;
+        }
+        return Some(plain());
+    }
+    match server.accept(client.clone(), deadline.at) {
+        Ok((reader, writer)) => {
+            debug!("[#{id}] {peer}: TLS {}", reader.info());
+            Some(Transport {
+                reader: Box::new(reader),
+                writer: Box::new(writer),
+                scheme: Scheme::Wss,
+            })
+        }
+        Err(why) => {
+            info!("[#{id}] {peer}: TLS handshake failed: {why}");
+            None
+        }
+    }
+}
+
+/// The target's socket and byte streams: plain TCP, or TLS with `--tls-target`.
+type TargetStreams = (SharedSocket, Box<dyn Readable>, Box<dyn Write + Send>);
+
+fn open_target(
+    stream: TcpStream,
+    target: &Target,
+    config: &Config,
+) -> Result<TargetStreams, String> {
+    let _ = stream.set_nodelay(true);
+    let socket = SharedSocket::new(stream);
+    match &config.tls_target {
+        None => Ok((socket.clone(), Box::new(socket.clone()), Box::new(socket))),
+        Some(client) => {
+            let deadline = Instant::now() + config.connect_timeout;
+            let (reader, writer) = client
+                .connect(socket.clone(), &target.host, deadline)
+                .map_err(|e| format!("TLS to {target}: {e}"))?;
+            Ok((socket, Box::new(reader), Box::new(writer)))
+        }
+    }
+}
+
+/// What the handshake steps need to know about the request.
+struct Handshake<'a> {
+    id: u64,
+    request: &'a Request,
+    generation: Generation,
+    scheme: Scheme,
+    deadline: &'a Deadline<'a>,
+    config: &'a Config,
+}
+
 /// Steps 3–4: admit the request, find the target, complete the handshake.
 /// `Ok(None)` means the client went away mid-handshake.
 fn upgrade(
-    id: u64,
-    request: &Request,
-    generation: Generation,
+    handshake: &Handshake,
     mut leftover: Vec<u8>,
     reader: &mut dyn Read,
-    deadline: &Deadline,
-    config: &Config,
 ) -> Result<Option<Upgraded>, Refusal> {
+    let Handshake {
+        id,
+        request,
+        generation,
+        scheme,
+        deadline,
+        config,
+    } = *handshake;
     let host = request.header("Host");
     config.origins.check_host(host)?;
     config
@@ -190,7 +294,7 @@ fn upgrade(
     } else {
         None
     };
-    let accepted = handshake::accept(request, generation, key3, Scheme::Ws)?;
+    let accepted = handshake::accept(request, generation, key3, scheme)?;
     for line in &accepted.transcript {
         debug!("[#{id}] {line}");
     }
@@ -221,10 +325,21 @@ fn choose_target(request: &Request, config: &Config) -> Result<Target, Refusal> 
                 })?;
             match targets.lookup(&token) {
                 Ok(Some(found)) => target::parse_host_port(&found).map_err(|e| {
-                    Refusal::new(500, format!("token '{token}' has a bad target: {e}"))
+                    warn!("token '{token}' has a bad target: {e}");
+                    Refusal::new(
+                        500,
+                        "the token's target is misconfigured (see the proxy's log)",
+                    )
                 }),
                 Ok(None) => Err(Refusal::new(404, format!("token '{token}' not found"))),
-                Err(e) => Err(Refusal::new(500, format!("token file unusable: {e}"))),
+                // The detail names server files: log it, do not send it to the client.
+                Err(e) => {
+                    warn!("token file unusable: {e}");
+                    Err(Refusal::new(
+                        500,
+                        "token file unusable (see the proxy's log)",
+                    ))
+                }
             }
         }
     }
@@ -235,21 +350,24 @@ fn serve_plain_http(
     id: u64,
     peer: SocketAddr,
     client: &SharedSocket,
+    mut writer: Box<dyn Write + Send>,
     request: &Request,
     config: &Config,
 ) {
     if let Err(refusal) = config.origins.check_host(request.header("Host")) {
-        return refuse(id, peer, client, &refusal);
+        return refuse(id, peer, client, writer, &refusal);
     }
     let names_a_target = matches!(config.targets, TargetMode::FromPath)
         && target::parse_resource(&request.resource).is_ok();
     if names_a_target || config.web == static_files::WebRoot::Disabled && request.resource == "/" {
-        return refuse(id, peer, client, &plain_http_answer(request));
+        return refuse(id, peer, client, writer, &plain_http_answer(request));
     }
-    let mut writer = client.clone();
     match static_files::serve(&config.web, &request.method, &request.resource, &mut writer) {
         Ok(status) => {
             info!("[#{id}] {peer} {} → {status}", request.request_line());
+            let _ = writer.flush();
+            // For TLS, dropping the writer sends close_notify before our FIN.
+            drop(writer);
             lingering_close(&client.0);
         }
         Err(e) => debug!("[#{id}] {peer}: static response failed: {e}"),
@@ -283,14 +401,19 @@ fn wire_of(generation: Generation) -> Wire {
     }
 }
 
-fn describe_protocol(accepted: &Accepted) -> String {
+fn describe_protocol(accepted: &Accepted, scheme: Scheme) -> String {
+    let over_tls = if scheme == Scheme::Wss {
+        " over TLS"
+    } else {
+        ""
+    };
     match &accepted.subprotocol {
         Some(name) => format!(
-            "{}, subprotocol {name} ({} frames)",
+            "{}{over_tls}, subprotocol {name} ({} frames)",
             accepted.generation, accepted.encoding
         ),
         None => format!(
-            "{}, no subprotocol ({} frames)",
+            "{}{over_tls}, no subprotocol ({} frames)",
             accepted.generation, accepted.encoding
         ),
     }
@@ -325,13 +448,20 @@ fn framing_for(
 }
 
 /// Answers with an HTTP error and closes without losing the answer.
-fn refuse(id: u64, peer: SocketAddr, client: &SharedSocket, refusal: &Refusal) {
+fn refuse(
+    id: u64,
+    peer: SocketAddr,
+    client: &SharedSocket,
+    mut writer: Box<dyn Write + Send>,
+    refusal: &Refusal,
+) {
     info!(
         "[#{id}] {peer} refused: {} {}",
         refusal.status, refusal.reason
     );
-    let mut writer = client.clone();
     if http::write_refusal(&mut writer, refusal).is_ok() {
+        // For TLS, dropping the writer sends close_notify before our FIN.
+        drop(writer);
         lingering_close(&client.0);
     }
 }

@@ -29,7 +29,14 @@ fn main() -> ExitCode {
     init_logging(config.verbosity);
     listener::raise_open_files_limit(config.max_connections);
     let active = Arc::new(AtomicUsize::new(0));
-    let on_hangup = Box::new(|| log::info!("SIGHUP: nothing to reload"));
+    let tls = config.tls.clone();
+    let on_hangup = Box::new(move || match &tls {
+        Some(tls) => match tls.reload() {
+            Ok(()) => log::info!("SIGHUP: reloaded the TLS certificate and key"),
+            Err(e) => log::error!("SIGHUP: kept the old certificate: {e}"),
+        },
+        None => log::info!("SIGHUP: nothing to reload"),
+    });
     let result = shutdown::install(Arc::clone(&active), config.shutdown_grace, on_hangup)
         .and_then(|()| listener::bind(&config))
         .and_then(|l| listener::run(l, *config, active));

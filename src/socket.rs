@@ -40,6 +40,9 @@ impl Readable for Box<dyn Readable> {
 
 impl Readable for &[u8] {}
 
+/// TLS may hold decrypted bytes the socket no longer shows, so it keeps its buffer.
+impl Readable for crate::tls::TlsReader {}
+
 /// A TCP socket shared between threads.
 #[derive(Debug, Clone)]
 pub struct SharedSocket(pub Arc<TcpStream>);
