@@ -68,7 +68,7 @@ export interface FrameEvent extends Event {
 }
 
 export interface CloseEvent extends Event {
-  /** The WebSocket close code (1000 normal, 1006 abnormal, 1014 bad gateway, …). */
+  /** The WebSocket close code (1000 normal, 1006 abnormal, 1011 server error such as a failed connect, …). */
   readonly code: number;
   /** The reason the proxy gave, e.g. "connect 127.0.0.1:9: Connection refused (os error 111)". */
   readonly reason: string;
@@ -76,7 +76,7 @@ export interface CloseEvent extends Event {
   readonly wasClean: boolean;
   /** Whether the socket was ever open (false: the handshake failed). */
   readonly opened: boolean;
-  /** Code, name and reason in words, e.g. "1014 Bad Gateway: connect …". */
+  /** Code, name and reason in words, e.g. "1011 Internal Error: connect 127.0.0.1:9: connection refused". */
   readonly message: string;
 }
 
@@ -155,7 +155,7 @@ export class Utf8Decoder {
 export const version: string;
 /** ["binary", "base64", "websockets-proxy"] */
 export const DEFAULT_PROTOCOLS: readonly string[];
-/** Close code → name, e.g. 1014 → "Bad Gateway". */
+/** Close code → name, e.g. 1011 → "Internal Error". */
 export const CLOSE_CODES: Readonly<Record<number, string>>;
 
 /** Opens a TCP connection through a WebSocket proxy. */

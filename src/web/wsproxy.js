@@ -15,7 +15,7 @@
  *   const s = WsProxy.connect({ proxy: "ws://localhost:8080", host: "example.com", port: 80 });
  *   s.onopen  = () => s.send("GET / HTTP/1.0\r\n\r\n");      // strings go out as UTF-8
  *   s.ondata  = (bytes) => console.log(WsProxy.utf8Decode(bytes));
- *   s.onclose = (e) => console.log("closed:", e.message);    // e.g. "1014 Bad Gateway: connect …"
+ *   s.onclose = (e) => console.log("closed:", e.message);    // e.g. "1011 Internal Error: connect …: connection refused"
  *
  * Framing. A WebSocket carries messages, TCP carries a byte stream. The proxy
  * and this library agree on one of two ways to carry bytes, chosen during the
@@ -135,8 +135,10 @@
     decode(bytes, options) {
       const input = bytes === undefined ? new Uint8Array(0) : toBytes(bytes);
       const stream = !!(options && options.stream);
-      // Each byte yields at most one UTF-16 code unit, plus a possible
-      // trailing U+FFFD, except 4-byte sequences (2 units from 4 bytes).
+      // Each byte yields at most one UTF-16 code unit (a 4-byte sequence
+      // gives 2 units), except that the sequence carried over from the
+      // previous call may add one unit: its U+FFFD if it breaks off, or its
+      // second surrogate if its last byte is here. Hence length + 1.
       const units = new Uint16Array(input.length + 1);
       let u = 0;
       for (let i = 0; i < input.length; i++) {
@@ -392,7 +394,7 @@
 
   /**
    * Puts a close code and reason into words, e.g.
-   * "1014 Bad Gateway: connect 127.0.0.1:9: Connection refused (os error 111)".
+   * "1011 Internal Error: connect 127.0.0.1:9: connection refused".
    */
   function describeClose(code, reason, opened) {
     const name = CLOSE_CODES[code] || (code >= 4000 ? "Application Code" : "Code");
@@ -464,8 +466,10 @@
       /** The WebSocket URL in use. */
       this.url = buildUrl(o);
       /** The subprotocols offered, most preferred first. */
-      this.protocols = Array.isArray(o.protocols) ? o.protocols.slice()
-        : (o.protocols ? [String(o.protocols)] : DEFAULT_PROTOCOLS.slice());
+      const p = o.protocols;
+      this.protocols = p === undefined || p === null ? DEFAULT_PROTOCOLS.slice()
+        : Array.isArray(p) ? p.map(String)
+        : String(p) ? [String(p)] : [];
       /** Sends larger than this are split into several frames (bytes of payload). */
       this.chunkSize = Math.max(1, Math.floor(o.chunkSize || 48 * 1024)); // 48 KiB = 64 KiB of Base64
       /** send() returns false once bufferedAmount exceeds this. */
@@ -640,6 +644,8 @@
     _handleClose(e) {
       if (this._closed) return;
       this._closed = true;
+      this._pending = []; // never sent: the connection did not open
+      this._pendingBytes = 0;
       const code = e.code || 1005;
       const reason = e.reason || "";
       this._emit("close", makeEvent("close", {
