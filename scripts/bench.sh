@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Benchmark driver for wsproxy (issue 5: "a benchmark that measures wsproxy side by side
+# with its peers").
+#
+# It builds the release binaries, then runs `wsbench`, which starts its own TCP targets
+# (echo, sink, source, idle) and wsproxy, plus websocat and websockify when they are
+# installed, and measures them all with the same client. It prints a table (medians, with
+# ratios to plain TCP), one `BENCH ...` line per figure, and a PASS/FAIL list against the
+# targets of the issue. The whole output is also saved to target/wsbench-last.txt.
+#
+# Usage:
+#   scripts/bench.sh [--install-peers] [--quick] [wsbench options...]
+#
+#   --quick           short run, under a minute (small sizes, 1,000 idle tunnels)
+#   --install-peers   first install websocat (cargo) and websockify + numpy (pip) into
+#                     scripts/.peers/ (git-ignored); never needed, only for the comparison
+#   anything else     passed to wsbench, e.g. `--idle 1000,5000,9000`, `--only bulk,latency`,
+#                     `--modes direct,binary`, `--runs 7`; see `target/release/wsbench --help`
+set -euo pipefail
+
+# Work from the crate root, whatever the caller's directory.
+cd "$(dirname "$0")/.."
+root=$PWD
+peers=$root/scripts/.peers
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+
+# Split our own flag from the ones meant for wsbench.
+install=0
+args=()
+for arg in "$@"; do
+    case $arg in
+        --install-peers) install=1 ;;
+        *) args+=("$arg") ;;
+    esac
+done
+
+# Optional: install the peers into scripts/.peers (bin/ holds what wsbench looks for).
+install_peers() {
+    mkdir -p "$peers/bin"
+    # websocat 1.x (Rust, tokio), compiled from crates.io; this takes several minutes, so
+    # it runs at low priority to leave the machine usable.
+    if [[ ! -x $peers/bin/websocat ]]; then
+        echo "bench.sh: installing websocat into $peers" >&2
+        nice -n 10 cargo install --locked websocat --version '^1.14' --root "$peers"
+    fi
+    # websockify (Python) with numpy, which it uses to unmask frames quickly. pip puts them
+    # in a private folder; a small wrapper script sets PYTHONPATH and execs Python, so the
+    # pid wsbench measures is websockify's own.
+    if [[ ! -x $peers/bin/websockify ]]; then
+        echo "bench.sh: installing websockify and numpy into $peers" >&2
+        python3 -m pip install --quiet --target "$peers/python" websockify numpy
+        cat >"$peers/bin/websockify" <<EOF
+#!/bin/sh
+PYTHONPATH="$peers/python\${PYTHONPATH:+:\$PYTHONPATH}" exec python3 -m websockify "\$@"
+EOF
+        chmod +x "$peers/bin/websockify"
+    fi
+}
+if ((install)); then
+    install_peers
+fi
+
+# Build wsproxy and wsbench in release mode (wsbench finds wsproxy next to itself).
+cargo build --release --bins
+
+# The idle-tunnel test holds thousands of sockets: two descriptors per tunnel in wsbench,
+# two in the proxy. Raise the open-files soft limit to the hard limit; the proxies that
+# wsbench starts inherit it.
+hard=$(ulimit -Hn)
+if [[ $hard == unlimited ]]; then hard=1048576; fi
+ulimit -n "$hard" 2>/dev/null || echo "bench.sh: could not raise the open-files limit" >&2
+
+# Run. Progress goes to stderr; the table and the BENCH lines to stdout and the log file.
+"$target_dir/release/wsbench" --peer-dir "$peers/bin" "${args[@]}" | tee "$target_dir/wsbench-last.txt"
