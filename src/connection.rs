@@ -213,7 +213,7 @@ fn open_transport(
             })
         }
         Err(why) => {
-            info!("[#{id}] {peer}: TLS handshake failed: {why}");
+            info!("[#{id}] {peer}: {why}");
             None
         }
     }

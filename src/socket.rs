@@ -40,8 +40,17 @@ impl Readable for Box<dyn Readable> {
 
 impl Readable for &[u8] {}
 
-/// TLS may hold decrypted bytes the socket no longer shows, so it keeps its buffer.
-impl Readable for crate::tls::TlsReader {}
+/// TLS waits only when rustls holds no plaintext or undecrypted input of its own (then the
+/// socket's readiness is the whole story); see [`crate::tls::TlsReader::wait_readable`].
+impl Readable for crate::tls::TlsReader {
+    fn can_wait(&self) -> bool {
+        true
+    }
+
+    fn wait_readable(&mut self) -> io::Result<()> {
+        crate::tls::TlsReader::wait_readable(self)
+    }
+}
 
 /// A TCP socket shared between threads.
 #[derive(Debug, Clone)]

@@ -899,14 +899,15 @@ fn tls_target_is_verified_and_relays() {
         integrity(&mut client, 1 << 20, &format!("ws → TLS target {name}"));
     }
 
-    // A target whose certificate the proxy does not trust: Close 1014 naming the problem.
+    // A target whose certificate the proxy does not trust: Close 1011 naming the problem, as for
+    // any failed connect.
     let stranger = Pki::new("stranger");
     let untrusted = tls_echo_target(&stranger);
     let mut client = common::TungClient::connect(proxy.addr, &untrusted.target(), &["binary"]);
     let (data, close) = client.recv_until_close();
     assert!(data.is_empty());
     let (code, reason) = close.expect("a Close with a reason");
-    assert_eq!(code, 1014, "{reason}");
+    assert_eq!(code, 1011, "{reason}");
     assert!(
         reason.to_ascii_lowercase().contains("certificate") || reason.contains("Issuer"),
         "{reason}"
