@@ -71,7 +71,13 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
     let (request, leftover) = match http::read_head(&mut reader, &deadline) {
         Ok(head) => head,
         Err(HeadError::Abandoned(why)) => {
-            debug!("[#{id}] {peer}: {why}");
+            // A client dropped at the deadline is worth an operator's attention (slowloris);
+            // one that connected and left is not.
+            if why.contains("timed out") {
+                info!("[#{id}] {peer} dropped: {why}");
+            } else {
+                debug!("[#{id}] {peer}: {why}");
+            }
             return;
         }
         Err(HeadError::Refused(refusal)) => return refuse(id, peer, &client, writer, &refusal),
@@ -272,14 +278,24 @@ fn upgrade(
         .origins
         .check_origin(handshake::origin(request, generation), host)?;
     let target = choose_target(request, config)?;
-    // Resolve once; connect only to addresses the policy let through (no second lookup).
-    // A name that does not resolve is reported after the handshake, like a failed connect.
+    // Check the name before looking it up, then resolve once and connect only to addresses
+    // the policy let through (no second lookup). A name the rules allow as such but that does
+    // not resolve is reported after the handshake, like a failed connect.
+    let policy = &config.policy;
+    policy
+        .check_name(&target)
+        .map_err(|why| Refusal::new(403, why))?;
     let addresses = match target::resolve(&target) {
-        Ok(addrs) => Ok(config
-            .policy
+        Ok(addrs) => Ok(policy
             .permitted(&target, &addrs)
             .map_err(|why| Refusal::new(403, why))?),
-        Err(why) => Err(why),
+        Err(why) if policy.may_report_lookup_failure(&target) => Err(why),
+        Err(_) => {
+            return Err(Refusal::new(
+                403,
+                format!("target {target} not allowed: matches no --allow rule"),
+            ));
+        }
     };
 
     let key3 = if generation == Generation::Hixie76 {

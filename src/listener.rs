@@ -9,7 +9,7 @@
 //! written without ever blocking the loop), a 503 when no thread can be created, and at start
 //! the open-files limit raised as far as the system allows (each tunnel needs two).
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -117,9 +117,19 @@ pub fn run(listener: TcpListener, config: Config, active: Arc<AtomicUsize>) -> i
     Ok(())
 }
 
-/// Sends an error response from the accept loop itself, never blocking it.
+/// Sends an error response from the accept loop itself, never blocking it: one non-blocking
+/// write, FIN, and a non-blocking read of whatever request bytes already arrived (closing a
+/// socket with unread input would reset the connection and could destroy the response).
 fn refuse_without_blocking(client: &SharedSocket, refusal: &Refusal) {
     if client.0.set_nonblocking(true).is_ok() {
         let _ = (&*client.0).write(&refusal_response(refusal));
+        let _ = client.0.shutdown(std::net::Shutdown::Write);
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            match (&*client.0).read(&mut sink) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
     }
 }

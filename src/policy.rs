@@ -76,16 +76,29 @@ impl Rule {
             return false;
         }
         match &self.host {
+            HostPattern::Network { base, bits } => in_network(addr.ip(), *base, *bits),
+            _ => self.matches_name(name),
+        }
+    }
+
+    /// Whether a name rule (`*`, a name, `*.suffix`) covers `name`, before any lookup.
+    /// A trailing dot (`internal.corp.`, the fully qualified form) is the same name.
+    fn matches_name(&self, name: &str) -> bool {
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        match &self.host {
             HostPattern::Any => true,
-            HostPattern::Name(exact) => name.eq_ignore_ascii_case(exact),
+            HostPattern::Name(exact) => name == *exact,
             HostPattern::Suffix(suffix) => {
-                let name = name.to_ascii_lowercase();
                 name.len() > suffix.len() + 1
                     && name.ends_with(suffix.as_str())
                     && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
             }
-            HostPattern::Network { base, bits } => in_network(addr.ip(), *base, *bits),
+            HostPattern::Network { .. } => false,
         }
+    }
+
+    fn is_network(&self) -> bool {
+        matches!(self.host, HostPattern::Network { .. })
     }
 }
 
@@ -217,6 +230,44 @@ impl Policy {
         Ok(())
     }
 
+    /// Checks what can be checked before any DNS lookup: a deny rule naming the host refuses
+    /// it, and so does having allow rules of which none could match (no name rule covers the
+    /// name and no address rule covers the port). Nothing the rules forbid is ever looked up.
+    pub fn check_name(&self, target: &Target) -> Result<(), String> {
+        let port = target.port;
+        if let Some(rule) = self
+            .deny
+            .iter()
+            .find(|r| !r.is_network() && r.covers_port(port) && r.matches_name(&target.host))
+        {
+            return Err(format!(
+                "target {target} not allowed: matches --deny {rule}"
+            ));
+        }
+        let could_match = self.allow.is_empty()
+            || self
+                .allow
+                .iter()
+                .any(|r| r.covers_port(port) && (r.is_network() || r.matches_name(&target.host)));
+        if !could_match {
+            return Err(format!(
+                "target {target} not allowed: matches no --allow rule"
+            ));
+        }
+        Ok(())
+    }
+
+    /// After a failed lookup: whether the failure may be reported to the client (after the
+    /// handshake), which is only when the rules allow this name as such. Otherwise the
+    /// answer is the same 403 as for a forbidden name, so clients cannot probe which
+    /// internal names exist.
+    pub fn may_report_lookup_failure(&self, target: &Target) -> bool {
+        self.allow.is_empty()
+            || self.allow.iter().any(|r| {
+                !r.is_network() && r.covers_port(target.port) && r.matches_name(&target.host)
+            })
+    }
+
     /// The addresses of `target` that may be connected to, or why none may.
     pub fn permitted(
         &self,
@@ -325,6 +376,39 @@ mod tests {
             "93.184.216.34:80".parse().unwrap(),
         ];
         assert_eq!(p.permitted(&target, &addrs), Ok(vec![addrs[1]]));
+    }
+
+    #[test]
+    fn names_are_checked_before_any_lookup() {
+        let target = |host: &str, port| Target {
+            host: host.into(),
+            port,
+        };
+        let p = policy(&["localhost:*", "10.0.0.0/8:22"], &["*.internal:*"]);
+        assert!(p.check_name(&target("localhost", 80)).is_ok());
+        // Only the address rule could match, and only on port 22.
+        assert!(p.check_name(&target("unknown.example", 22)).is_ok());
+        assert!(p.check_name(&target("unknown.example", 80)).is_err());
+        assert!(
+            p.check_name(&target("db.internal", 22))
+                .unwrap_err()
+                .contains("--deny")
+        );
+        // A lookup failure is reported only for names a name rule allows.
+        assert!(p.may_report_lookup_failure(&target("localhost", 80)));
+        assert!(!p.may_report_lookup_failure(&target("unknown.example", 22)));
+    }
+
+    #[test]
+    fn a_trailing_dot_does_not_escape_name_rules() {
+        let p = policy(&["*:*"], &["internal.corp:*", "*.corp.test:*"]);
+        assert!(!check(&p, "internal.corp.", "10.0.0.1:22"));
+        assert!(!check(&p, "a.corp.test.", "10.0.0.1:22"));
+        let t = Target {
+            host: "internal.corp.".into(),
+            port: 22,
+        };
+        assert!(p.check_name(&t).is_err());
     }
 
     #[test]

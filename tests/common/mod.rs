@@ -2100,3 +2100,192 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         thread::sleep(Duration::from_millis(10));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the safety tests (policy, Origin/Host, limits, shutdown, bad input)
+// ---------------------------------------------------------------------------------------------
+
+impl Proxy {
+    /// Sends `signal` (`TERM`, `INT`, …) to the proxy with the `kill` command.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}: {status}", self.pid());
+    }
+
+    /// Waits up to `timeout` for the proxy to exit; its exit status, or `None` if it still runs.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The fd and thread counts once they are stable (unchanged for 200 ms; at most 5 s).
+    pub fn settled_counts(&self) -> (usize, usize) {
+        let mut last = (self.fd_count(), self.thread_count());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            thread::sleep(Duration::from_millis(200));
+            let now = (self.fd_count(), self.thread_count());
+            if now == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    /// Waits up to `timeout` until the fd and thread counts are at or below `(fds, threads)`;
+    /// panics with the open descriptors otherwise.
+    #[track_caller]
+    pub fn assert_counts_back_to(&self, (fds, threads): (usize, usize), timeout: Duration) {
+        let started = Instant::now();
+        let ok = wait_until(timeout, || {
+            self.fd_count() <= fds && self.thread_count() <= threads
+        });
+        assert!(
+            ok,
+            "fds {} (baseline {fds}), threads {} (baseline {threads}) after {timeout:?};\n\
+             open fds:\n{}",
+            self.fd_count(),
+            self.thread_count(),
+            self.fd_listing().join("\n")
+        );
+        eprintln!(
+            "fds and threads back to {fds}/{threads} after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// A minimal RFC 6455 upgrade request for `/{target}` with `Host: host` and extra header lines
+/// (no Origin unless given in `extra`).
+pub fn upgrade_request(host: &str, target: &str, extra: &[&str]) -> Vec<u8> {
+    let mut req = format!(
+        "GET /{target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for line in extra {
+        req += line;
+        req += "\r\n";
+    }
+    (req + "\r\n").into_bytes()
+}
+
+/// Asserts that `reply` is the HTTP error `status` (never a 101) whose one-line body contains
+/// `needle` (case-insensitive).
+#[track_caller]
+pub fn assert_refused(reply: &HttpReply, status: u16, needle: &str, context: &str) {
+    let body = reply.body_text();
+    assert_eq!(
+        reply.head.status, status,
+        "{context}: expected {status}, got {:?} with body {body:?}",
+        reply.head.status_line
+    );
+    assert!(
+        body.to_ascii_lowercase()
+            .contains(&needle.to_ascii_lowercase()),
+        "{context}: the body should say {needle:?}; got {body:?}"
+    );
+    assert_eq!(
+        body.trim_end().lines().count(),
+        1,
+        "{context}: the reason is one line: {body:?}"
+    );
+}
+
+/// What a [`Bystander`] did.
+#[derive(Clone, Copy, Debug)]
+pub struct BystanderReport {
+    /// Bytes sent through the tunnel and verified in the echo.
+    pub bytes: u64,
+    /// The longest single round trip (a stall shows up here).
+    pub worst_round_trip: Duration,
+}
+
+/// An RFC 6455 tunnel to an echo target that keeps data flowing at a steady rate in a thread,
+/// verifying every echoed byte, until [`Bystander::stop`]. Any loss, corruption, Close or
+/// stall longer than [`IO_TIMEOUT`] panics the thread, and `stop` re-raises it.
+pub struct Bystander {
+    stop: Arc<AtomicBool>,
+    verified: Arc<AtomicU64>,
+    handle: thread::JoinHandle<BystanderReport>,
+}
+
+impl Bystander {
+    /// Starts pumping `bytes_per_sec` through `proxy` to `echo` in 16 KiB messages; returns
+    /// once the tunnel is open and the first round trip succeeded.
+    pub fn start(proxy: SocketAddr, echo: &TcpTarget, bytes_per_sec: u64) -> Bystander {
+        const CHUNK: usize = 16 * 1024;
+        let target = echo.target();
+        let stop = Arc::new(AtomicBool::new(false));
+        let verified = Arc::new(AtomicU64::new(0));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop2, verified2) = (Arc::clone(&stop), Arc::clone(&verified));
+        let handle = thread::spawn(move || {
+            let mut client = RawHybiClient::connect(proxy, &target, 13, Some("binary"));
+            let mut rng = Rng::for_test("bystander");
+            let started = Instant::now();
+            let mut worst = Duration::ZERO;
+            let mut bytes = 0u64;
+            loop {
+                let data = rng.bytes(CHUNK);
+                let sent_at = Instant::now();
+                client.send_binary(&data);
+                let got = recv_exactly(&mut client, data.len());
+                worst = worst.max(sent_at.elapsed());
+                assert_same_bytes(&got, &data, "bystander echo");
+                bytes += data.len() as u64;
+                verified2.store(bytes, Ordering::SeqCst);
+                let _ = ready_tx.send(());
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let due = started + Duration::from_secs_f64(bytes as f64 / bytes_per_sec as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                }
+            }
+            client.send_close(1000, "bystander done");
+            let (code, _) = client.expect_close();
+            assert_eq!(code, 1000, "bystander's Close answered");
+            BystanderReport {
+                bytes,
+                worst_round_trip: worst,
+            }
+        });
+        if ready_rx.recv_timeout(IO_TIMEOUT).is_err() {
+            match handle.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(_) => panic!("bystander never completed a round trip"),
+            }
+        }
+        Bystander {
+            stop,
+            verified,
+            handle,
+        }
+    }
+
+    /// Bytes verified so far.
+    pub fn verified(&self) -> u64 {
+        self.verified.load(Ordering::SeqCst)
+    }
+
+    /// Stops the pump, closes the tunnel cleanly and reports; re-raises the thread's panic.
+    pub fn stop(self) -> BystanderReport {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.handle.join() {
+            Ok(report) => report,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
