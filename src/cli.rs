@@ -96,8 +96,9 @@ SAFETY (see README.md, section \"Security model\")
                              rebinding). A request without Host gets 400.
         --max-connections N  Connections at once (default 4096); beyond it new clients get
                              503. At start the open-files limit is raised to the hard
-                             limit; if that cannot hold N tunnels (2 descriptors each),
-                             wsproxy says so in the log.
+                             limit; if it or vm.max_map_count cannot hold N tunnels (2
+                             descriptors and 8 memory maps each), wsproxy says so and
+                             caps itself below the limit (503 beyond) instead of failing.
         --idle-timeout SECS  Close tunnels with no data either way for SECS (Close 1001);
                              off by default.
         --heartbeat SECS     Ping RFC 6455 clients quiet for SECS; close those that do not

@@ -36,18 +36,48 @@ pub fn bind(config: &Config) -> io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Raises the soft open-files limit to the hard limit, and says so if even that cannot hold
-/// `max_connections` tunnels (two descriptors each, plus a few for the process).
-pub fn raise_open_files_limit(max_connections: usize) {
-    let needed = max_connections as u64 * 2 + 64;
+/// Memory maps one tunnel costs: each of its two threads has a stack and a guard page, and
+/// Rust gives every thread a signal stack (for stack-overflow reports) with its own guard page.
+const MAPS_PER_TUNNEL: u64 = 8;
+/// Maps kept free for the process itself (binary, libraries, allocator arenas).
+const MAP_RESERVE: u64 = 1024;
+
+/// How many tunnels this system can hold at once, at most `max_connections`.
+///
+/// Raises the soft open-files limit to the hard limit (each tunnel needs two descriptors), and
+/// reads `vm.max_map_count` (each tunnel needs [`MAPS_PER_TUNNEL`] memory maps). Past either
+/// limit, creating a thread or allocating memory would fail — and a failed allocation aborts
+/// the process — so the proxy caps itself below them, says so, and answers 503 beyond.
+pub fn tunnel_capacity(max_connections: usize) -> usize {
+    let mut capacity = max_connections as u64;
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) if limit < needed => warn!(
-            "the open-files limit is {limit}, enough for about {} tunnels, not --max-connections {max_connections}; raise the hard limit (ulimit -Hn) or lower --max-connections",
-            limit.saturating_sub(64) / 2
-        ),
-        Ok(limit) => info!("open-files limit: {limit}"),
+        Ok(limit) => {
+            let fits = limit.saturating_sub(64) / 2;
+            if fits < capacity {
+                warn!(
+                    "the open-files limit is {limit}, enough for about {fits} tunnels, not --max-connections {max_connections}; raise the hard limit (ulimit -Hn) or lower --max-connections"
+                );
+            } else {
+                info!("open-files limit: {limit}");
+            }
+            capacity = capacity.min(fits);
+        }
         Err(e) => warn!("cannot read or raise the open-files limit: {e}"),
     }
+    if let Some(maps) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+    {
+        let fits = maps.saturating_sub(MAP_RESERVE) / MAPS_PER_TUNNEL;
+        if fits < capacity {
+            warn!(
+                "vm.max_map_count is {maps}: each tunnel's two threads use {MAPS_PER_TUNNEL} memory maps, so about {fits} tunnels fit; clients beyond that get 503. To hold more, raise it: sysctl -w vm.max_map_count={}",
+                (max_connections as u64 * MAPS_PER_TUNNEL + MAP_RESERVE).max(262_144)
+            );
+        }
+        capacity = capacity.min(fits);
+    }
+    capacity as usize
 }
 
 /// Counts a connection while it lives.

@@ -27,7 +27,8 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.verbosity);
-    listener::raise_open_files_limit(config.max_connections);
+    let mut config = config;
+    config.max_connections = listener::tunnel_capacity(config.max_connections);
     let active = Arc::new(AtomicUsize::new(0));
     let tls = config.tls.clone();
     let on_hangup = Box::new(move || match &tls {
