@@ -134,7 +134,7 @@ impl<R: Readable> HixieReader<R> {
                 }
                 State::SkipSentinel { length } => {
                     let available = &buf[self.pos..self.end];
-                    let found = available.iter().position(|&b| b == 0xFF);
+                    let found = find_terminator(available);
                     let n = found.unwrap_or(available.len());
                     *length += n as u64;
                     let length = *length;
@@ -147,7 +147,7 @@ impl<R: Readable> HixieReader<R> {
                 }
                 State::Text { length, base64 } => {
                     let available = &buf[self.pos..self.end];
-                    let found = available.iter().position(|&b| b == 0xFF);
+                    let found = find_terminator(available);
                     let n = found.unwrap_or(available.len());
                     let piece = &buf[self.pos..self.pos + n];
                     let decoded = self.decoded.get();
@@ -216,6 +216,29 @@ impl<R: Readable> ClientReader for HixieReader<R> {
             }
         }
     }
+}
+
+/// The index of the first `0xFF` (the end of a sentinel frame). Text frames carry Base64,
+/// which is ASCII, and ASCII never has the high bit set: so we test eight bytes at a time for
+/// any high bit and only look byte by byte at a word that has one. This scan runs over every
+/// byte a hixie client uploads.
+fn find_terminator(bytes: &[u8]) -> Option<usize> {
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    for (index, word) in (&mut words).enumerate() {
+        let value = u64::from_ne_bytes(word.try_into().expect("chunks of 8"));
+        if value & HIGH_BITS != 0
+            && let Some(at) = word.iter().position(|&b| b == 0xFF)
+        {
+            return Some(index * 8 + at);
+        }
+    }
+    let tail = bytes.len() - words.remainder().len();
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == 0xFF)
+        .map(|at| tail + at)
 }
 
 fn too_long(length: u64, limits: &Limits) -> Result<(), ReadError> {
@@ -335,6 +358,25 @@ mod tests {
             let (data, events) = read_all(&wire, step, Limits::default());
             assert_eq!(data, b"hello world", "step {step}");
             assert_eq!(events, vec!["Close(None)".to_string()], "step {step}");
+        }
+    }
+
+    #[test]
+    fn terminator_is_found_at_every_position() {
+        for len in 0..40 {
+            let mut bytes = vec![b'A'; len];
+            assert_eq!(find_terminator(&bytes), None);
+            for at in 0..len {
+                bytes[at] = 0x80; // a high bit that is not the terminator
+                bytes.iter_mut().skip(at + 1).for_each(|b| *b = b'A');
+                if at + 1 < len {
+                    bytes[at + 1] = 0xFF;
+                    assert_eq!(find_terminator(&bytes), Some(at + 1), "len {len} at {at}");
+                }
+                bytes[at] = 0xFF;
+                assert_eq!(find_terminator(&bytes), Some(at), "len {len} at {at}");
+                bytes[at] = b'A';
+            }
         }
     }
 
