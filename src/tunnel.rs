@@ -177,6 +177,17 @@ impl Shared {
         lock(&self.writer).close_sent
     }
 
+    /// The closing handshake is complete (both Closes sent): nothing more may go to the
+    /// client, so end our side of its TCP connection now (RFC 6455 §7.1.1: the server closes
+    /// first) instead of after the target's teardown. Dropping the writer first lets TLS send
+    /// its close_notify before the FIN.
+    fn finish_client_writes(&self) {
+        let mut writer = lock(&self.writer);
+        writer.close_sent = true;
+        drop(std::mem::replace(&mut writer.out, Box::new(io::sink())));
+        self.client.shutdown(Shutdown::Write);
+    }
+
     /// Notes that data moved (only when an idle timeout is on).
     fn touch(&self) {
         if let Some(last) = &self.last_data {
@@ -374,6 +385,7 @@ fn pump_client_to_target(
                 });
                 // Answer with the same code (RFC 6455 §5.5.1), unless we started closing.
                 shared.send_close(close);
+                shared.finish_client_writes();
                 break;
             }
             Ok(Inbound::Eof) => {
