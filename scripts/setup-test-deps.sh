@@ -10,14 +10,19 @@ cd "$(dirname "$0")/.."
 apt_packages=(chromium libnss3-tools tigervnc-standalone-server x11-xserver-utils x11-utils xfonts-base fonts-wqy-microhei openssl)
 missing=()
 for pkg in "${apt_packages[@]}"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    # (dpkg -s also succeeds for removed packages that left config files behind.)
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     echo "setup: installing ${missing[*]}"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    install() {
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    }
+    # One retry after finishing any interrupted dpkg run (seen once on these machines).
+    install || { $sudo dpkg --configure -a; install; }
 fi
 
 if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/@novnc/novnc ]; then
