@@ -14,6 +14,8 @@
 #   --quick           short run, under a minute (small sizes, 1,000 idle tunnels)
 #   --install-peers   first install websocat (cargo) and websockify + numpy (pip) into
 #                     scripts/.peers/ (git-ignored); never needed, only for the comparison
+#   --tls / --no-tls  run / skip the wss:// vs ws:// measurement (default: run, except with
+#                     --quick, where building the release test binary would take too long)
 #   anything else     passed to wsbench, e.g. `--idle 1000,5000,9000`, `--only bulk,latency`,
 #                     `--modes direct,binary`, `--runs 7`; see `target/release/wsbench --help`
 set -euo pipefail
@@ -26,10 +28,14 @@ target_dir=${CARGO_TARGET_DIR:-$root/target}
 
 # Split our own flag from the ones meant for wsbench.
 install=0
+tls=1
 args=()
 for arg in "$@"; do
     case $arg in
         --install-peers) install=1 ;;
+        --tls) tls=2 ;;
+        --no-tls) tls=0 ;;
+        --quick) args+=("$arg"); ((tls == 1)) && tls=0 ;;
         *) args+=("$arg") ;;
     esac
 done
@@ -85,3 +91,15 @@ fi
 
 # Run. Progress goes to stderr; the table and the BENCH lines to stdout and the log file.
 "$target_dir/release/wsbench" --peer-dir "$peers/bin" "${args[@]}" | tee "$target_dir/wsbench-last.txt"
+
+# TLS: the same echo through one tunnel over ws:// and over wss:// (rustls on both ends,
+# a test CA made on the fly), alternating five times; reports the wss/ws ratio and the
+# proxy's CPU per byte. It lives in the TLS integration tests (tests/tls.rs), which already
+# have the certificate and TLS-client machinery.
+if ((tls)); then
+    echo "bench.sh: wss:// vs ws:// (cargo test --release --test tls -- --ignored throughput)" >&2
+    cargo test --release --test tls -- --ignored --nocapture throughput_ws_vs_wss 2>&1 |
+        grep -E '^(ws|wss|median):' |
+        sed -E '/^median:/{p; s/^median: .*wss\/ws = ([0-9.]+).*/BENCH mode=wss metric=wss_over_ws_echo value=\1/}' |
+        tee -a "$target_dir/wsbench-last.txt"
+fi
