@@ -4,7 +4,7 @@
 //! [`HELP`], the complete manual.
 
 use std::ffi::OsString;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -386,12 +386,20 @@ pub fn listen_address(listen: Option<&str>, port: Option<u16>) -> Result<SocketA
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
-    if text == "localhost" {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    Err(format!(
-        "bad listen address '{text}' (expected e.g. 127.0.0.1, 0.0.0.0, ::, [::1] or 127.0.0.1:8080)"
-    ))
+    // A name, with or without a port: `localhost`, `localhost:9000`. Listen on its first
+    // address (IPv4 first, as the resolver orders them).
+    let resolved = match text.rsplit_once(':') {
+        Some((_, p)) if p.parse::<u16>().is_ok() => text.to_socket_addrs(),
+        _ => (text, port).to_socket_addrs(),
+    };
+    resolved
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            format!(
+                "bad listen address '{text}' (expected e.g. 127.0.0.1, 0.0.0.0, ::, [::1], localhost or 127.0.0.1:8080)"
+            )
+        })
 }
 
 #[cfg(test)]
@@ -422,6 +430,20 @@ mod tests {
         ];
         for (args, expected) in cases {
             assert_eq!(run(&args).unwrap().listen.to_string(), expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn listen_accepts_a_host_name_with_or_without_port() {
+        for (args, port) in [
+            (vec!["-l", "localhost:5"], 5),
+            (vec!["-l", "localhost", "-p", "6"], 6),
+        ] {
+            let listen = run(&args).unwrap().listen;
+            assert!(
+                listen.ip().is_loopback() && listen.port() == port,
+                "{args:?} → {listen}"
+            );
         }
     }
 
