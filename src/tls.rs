@@ -641,11 +641,6 @@ impl TlsReader {
         &self.shared.info
     }
 
-    /// The SNI name the client sent, if any (server side).
-    pub fn sni(&self) -> Option<&str> {
-        self.shared.info.server_name.as_deref()
-    }
-
     /// Whether a read returns without touching the socket: decrypted bytes are waiting, or
     /// received ciphertext not yet decrypted, or the stream has ended.
     pub fn has_buffered(&self) -> bool {
@@ -769,16 +764,6 @@ impl fmt::Debug for TlsWriter {
 }
 
 impl TlsWriter {
-    /// What was negotiated.
-    pub fn info(&self) -> &TlsInfo {
-        &self.shared.info
-    }
-
-    /// The SNI name the client sent, if any (server side).
-    pub fn sni(&self) -> Option<&str> {
-        self.shared.info.server_name.as_deref()
-    }
-
     /// Sends `close_notify` (RFC 8446 §6.1) once: nothing more will be written. Waits at most
     /// a couple of seconds for the socket (sets its write timeout), errors are ignored: the
     /// connection is closing anyway.
@@ -1068,7 +1053,7 @@ mod tests {
         let server = TlsServer::from_files(&pki.cert, &pki.key).unwrap();
         let client = client_for(&pki.ca_der);
         let ((mut cr, mut cw), (mut sr, mut sw)) = tls_pair(&server, &client, "localhost").unwrap();
-        assert_eq!(sr.sni(), Some("localhost"));
+        assert_eq!(sr.info().server_name.as_deref(), Some("localhost"));
         assert!(cr.info().version.contains("1_3"), "{}", cr.info());
 
         const N: usize = 4 << 20;
