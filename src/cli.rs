@@ -99,6 +99,9 @@ SAFETY (see README.md, section \"Security model\")
                              limit; if it or vm.max_map_count cannot hold N tunnels (2
                              descriptors and 8 memory maps each), wsproxy says so and
                              caps itself below the limit (503 beyond) instead of failing.
+        --spare-threads N    Threads kept after their client leaves, to serve the next one
+                             without creating a thread (default 32; each exits after 3 s
+                             without work; 0: every thread exits with its client).
         --idle-timeout SECS  Close tunnels with no data either way for SECS (Close 1001);
                              off by default.
         --heartbeat SECS     Ping RFC 6455 clients quiet for SECS; close those that do not
@@ -212,6 +215,9 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     }
     if let Some(n) = value(&mut args, "--max-connections", "a number of connections")? {
         config.max_connections = n;
+    }
+    if let Some(n) = value(&mut args, "--spare-threads", "a number of threads")? {
+        config.spare_threads = n;
     }
 
     for text in repeated(&mut args, "--allow")? {

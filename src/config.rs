@@ -57,6 +57,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Beyond this many connections at once, new clients get 503.
     pub max_connections: usize,
+    /// Finished threads kept waiting for the next client (see [`crate::workers`]).
+    pub spare_threads: usize,
     pub limits: Limits,
     pub targets: TargetMode,
     pub policy: Policy,
@@ -82,6 +84,7 @@ impl Default for Config {
             heartbeat: None,
             shutdown_grace: Duration::from_secs(5),
             max_connections: 4096,
+            spare_threads: crate::workers::DEFAULT_SPARES,
             limits: Limits::default(),
             targets: TargetMode::FromPath,
             policy: Policy::default(),

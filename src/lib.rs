@@ -18,7 +18,8 @@
 //! | 7 | [`framing`] | frames in and out, per generation | RFC 6455 §5, hixie-76 §4–5 |
 //! | 8 | [`tunnel`] | two pumps, one writer, one close state | RFC 6455 §7 |
 //!
-//! [`socket`] lets a tunnel's two threads share one socket without a second descriptor.
+//! [`socket`] lets a tunnel's two threads share one socket without a second descriptor;
+//! [`workers`] keeps finished threads briefly, so the next client need not create its own.
 
 pub mod buffers;
 pub mod cli;
@@ -37,3 +38,4 @@ pub mod target;
 pub mod tls;
 pub mod tokens;
 pub mod tunnel;
+pub mod workers;

@@ -3,7 +3,8 @@
 //! Thread-per-connection keeps each connection's code a straight line of blocking calls
 //! (see [`crate::connection`]); the kernel's scheduler does the multiplexing. The connection
 //! thread becomes the tunnel's upload pump and starts one more thread for the download pump:
-//! two threads per client. Threads get small stacks, since thousands may be alive at once.
+//! two threads per client. Threads get small stacks, since thousands may be alive at once,
+//! and come from [`crate::workers`], which keeps finished threads briefly for the next client.
 //!
 //! Limits live here: at most `--max-connections` clients at once (beyond it, 503 and close,
 //! written without ever blocking the loop), a 503 when no thread can be created, and at start
@@ -23,9 +24,7 @@ use crate::connection;
 use crate::http::{Refusal, refusal_response};
 use crate::shutdown;
 use crate::socket::SharedSocket;
-
-/// Stack size of a connection thread: the handshake, a DNS lookup, then the upload pump.
-const CONNECTION_STACK: usize = 256 * 1024;
+use crate::workers;
 
 /// Binds the listening socket and prints where it listens.
 pub fn bind(config: &Config) -> io::Result<TcpListener> {
@@ -129,13 +128,10 @@ pub fn run(listener: TcpListener, config: Config, active: Arc<AtomicUsize>) -> i
         let slot = Slot(Arc::clone(&active));
         let ours = client.clone();
         let config = Arc::clone(&config);
-        let spawned = thread::Builder::new()
-            .name(format!("conn-{id}"))
-            .stack_size(CONNECTION_STACK)
-            .spawn(move || {
-                let _slot = slot;
-                connection::serve(id, client, peer, &config)
-            });
+        let spawned = workers::run(move || {
+            let _slot = slot;
+            connection::serve(id, client, peer, &config)
+        });
         if let Err(e) = spawned {
             warn!("[#{id}] {peer}: cannot start a thread ({e}); refusing with 503");
             refuse_without_blocking(

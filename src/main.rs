@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicUsize;
 
 use wsproxy::cli::{self, Command};
 use wsproxy::config::Verbosity;
-use wsproxy::{listener, shutdown};
+use wsproxy::{listener, shutdown, workers};
 
 fn main() -> ExitCode {
     let config = match cli::parse(std::env::args_os().skip(1).collect()) {
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     init_logging(config.verbosity);
     let mut config = config;
     config.max_connections = listener::tunnel_capacity(config.max_connections);
+    workers::configure(config.spare_threads);
     let active = Arc::new(AtomicUsize::new(0));
     let tls = config.tls.clone();
     let on_hangup = Box::new(move || match &tls {

@@ -5,7 +5,7 @@
 //!              upload pump (the connection's thread)
 //!   client ──► ClientReader ──► decoded bytes ──► target socket
 //!   client ◄── ClientWriter ◄── frames ◄── FrameEncoder ◄── target socket
-//!              download pump (a second thread)
+//!              download pump (a second thread, see crate::workers)
 //! ```
 //!
 //! Why not two `tungstenite::WebSocket`s over cloned sockets? A WebSocket's reader also
@@ -41,7 +41,6 @@ use std::io::{self, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
@@ -52,9 +51,7 @@ use crate::framing::{
 };
 use crate::socket::{Readable, SharedSocket, lingering_close};
 use crate::target::describe;
-
-/// Stack size of the download pump's thread: it only reads, frames and writes.
-const DOWNLOAD_STACK: usize = 128 * 1024;
+use crate::workers;
 
 /// Everything a tunnel needs, once the handshake is done and the target connected.
 pub struct Tunnel {
@@ -285,35 +282,33 @@ fn relay(
 ) -> Report {
     let (id, close_timeout) = (shared.id, shared.close_timeout);
     let (upload_done, upload_ended) = bounded::<()>(0);
-    let (download_done, download_ended) = bounded::<()>(0);
+    // The download pump's result: the bytes it relayed. A pump that panics drops the
+    // sender unsent, which also ends the wait.
+    let (download_done, download_ended) = bounded::<u64>(1);
 
-    let download = {
+    let started = {
         let shared = Arc::clone(shared);
-        thread::Builder::new()
-            .name(format!("tunnel-{id}-down"))
-            .stack_size(DOWNLOAD_STACK)
-            .spawn(move || {
-                let _done = download_done;
-                pump_target_to_client(
-                    &shared,
-                    encoder.as_mut(),
-                    target_reader.as_mut(),
-                    &upload_ended,
-                )
-            })
+        workers::run(move || {
+            let bytes = pump_target_to_client(
+                &shared,
+                encoder.as_mut(),
+                target_reader.as_mut(),
+                &upload_ended,
+            );
+            // Let go of the sockets before reporting, so the tunnel is over when we report.
+            drop((encoder, target_reader, shared));
+            let _ = download_done.send(bytes);
+        })
     };
-    let download = match download {
-        Ok(handle) => handle,
-        Err(e) => {
-            warn!("[#{id}] cannot start the download thread: {e}");
-            shared.record(format!("server out of threads: {e}"));
-            shared.send_close(Some(CloseInfo {
-                code: close_code::TRY_AGAIN_LATER,
-                reason: "server overloaded".into(),
-            }));
-            return report(shared, 0, 0);
-        }
-    };
+    if let Err(e) = started {
+        warn!("[#{id}] cannot start the download thread: {e}");
+        shared.record(format!("server out of threads: {e}"));
+        shared.send_close(Some(CloseInfo {
+            code: close_code::TRY_AGAIN_LATER,
+            reason: "server overloaded".into(),
+        }));
+        return report(shared, 0, 0);
+    }
 
     let mut clock = Clock::new(shared, timers);
     // The bytes forwarded, and whether the client broke the protocol.
@@ -330,14 +325,18 @@ fn relay(
         // closing does not reset the connection and destroy our Close in flight.
         lingering_close(&shared.client.0);
     }
-    if download_ended.recv_timeout(close_timeout) == Err(RecvTimeoutError::Timeout) {
-        debug!(
-            "[#{id}] target still open {close_timeout:?} after the client side ended; closing it"
-        );
-        shared.target.shutdown(Shutdown::Both);
-        shared.client.shutdown(Shutdown::Both);
-    }
-    let bytes_down = download.join().unwrap_or(0);
+    let bytes_down = match download_ended.recv_timeout(close_timeout) {
+        Ok(bytes) => bytes,
+        Err(RecvTimeoutError::Timeout) => {
+            debug!(
+                "[#{id}] target still open {close_timeout:?} after the client side ended; closing it"
+            );
+            shared.target.shutdown(Shutdown::Both);
+            shared.client.shutdown(Shutdown::Both);
+            download_ended.recv().unwrap_or(0)
+        }
+        Err(RecvTimeoutError::Disconnected) => 0,
+    };
     report(shared, bytes_up, bytes_down)
 }
 

@@ -1,5 +1,6 @@
 //! Resource hygiene: after many tunnels (every close path, refused handshakes and failed
-//! connects) the proxy's open fd count and thread count return to their start values.
+//! connects) the proxy's open fd count and thread count return to their start values, and
+//! finished threads serve the next clients instead of new ones being created.
 
 mod common;
 
@@ -148,4 +149,66 @@ fn refused_handshakes_and_failed_connects_leak_nothing() {
         }
     }
     assert_back_to_baseline(&proxy, fds, threads, "after 300 failed tunnels");
+}
+
+/// The proxy's thread ids once they have not changed for 200 ms.
+fn settled_thread_ids(proxy: &Proxy) -> Vec<u32> {
+    let mut last = proxy.thread_ids();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = proxy.thread_ids();
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[test]
+fn finished_threads_serve_the_next_tunnels_then_exit_when_idle() {
+    let proxy = Proxy::start(&[]);
+    let echo = EchoServer::start();
+    let idle = settled_thread_ids(&proxy);
+
+    tunnel_client_close(&proxy, &echo, b"first");
+    let with_spares = settled_thread_ids(&proxy);
+    assert_eq!(
+        with_spares.len(),
+        idle.len() + 2,
+        "the first tunnel's two threads wait as spares"
+    );
+    for i in 0..20 {
+        tunnel_client_close(&proxy, &echo, format!("tunnel {i}").as_bytes());
+        // Give the two threads a moment to park again before the next client comes.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        proxy.thread_ids(),
+        with_spares,
+        "20 more tunnels ran on the same two threads, none was created"
+    );
+    // With no work for 3 s, the spares exit.
+    assert!(
+        wait_until(Duration::from_secs(10), || proxy.thread_ids() == idle),
+        "spares still there: {:?} (idle: {idle:?})",
+        proxy.thread_ids()
+    );
+}
+
+#[test]
+fn with_no_spare_threads_a_tunnels_threads_exit_with_it() {
+    let proxy = Proxy::start(&["--spare-threads", "0"]);
+    let echo = EchoServer::start();
+    let idle = settled_thread_ids(&proxy);
+    for i in 0..3 {
+        tunnel_client_close(&proxy, &echo, format!("tunnel {i}").as_bytes());
+        // Well before the 3 s a spare would wait.
+        assert!(
+            wait_until(Duration::from_secs(1), || proxy.thread_count() == idle.len()),
+            "threads {} after tunnel {i} (idle: {})",
+            proxy.thread_count(),
+            idle.len()
+        );
+    }
 }

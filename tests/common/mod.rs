@@ -277,6 +277,16 @@ impl Proxy {
             .expect("Threads: line in /proc/PID/status")
     }
 
+    /// The proxy's thread ids (the entries of `/proc/PID/task`), sorted.
+    pub fn thread_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .expect("read /proc/PID/task")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// `true` while the child has not exited.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
