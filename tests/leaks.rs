@@ -205,7 +205,8 @@ fn with_no_spare_threads_a_tunnels_threads_exit_with_it() {
         tunnel_client_close(&proxy, &echo, format!("tunnel {i}").as_bytes());
         // Well before the 3 s a spare would wait.
         assert!(
-            wait_until(Duration::from_secs(1), || proxy.thread_count() == idle.len()),
+            wait_until(Duration::from_secs(1), || proxy.thread_count()
+                == idle.len()),
             "threads {} after tunnel {i} (idle: {})",
             proxy.thread_count(),
             idle.len()

@@ -22,11 +22,11 @@ use base64::Engine;
 use log::{debug, log_enabled};
 
 use super::base64_stream::{BASE64, Base64Stream, max_decoded_len};
-use super::rfc6455::{BASE64_CHUNK, CHUNK, read_some};
+use super::rfc6455::{base64_chunk, read_some};
 use super::{
     ClientReader, FrameEncoder, Inbound, Limits, ReadError, close_code, preview, violation,
 };
-use crate::buffers::{self, Buffer};
+use crate::buffers::{self, Buffer, Pace};
 use crate::socket::Readable;
 
 /// Where the reader is within a frame.
@@ -51,16 +51,28 @@ pub struct HixieReader<R> {
     buf: Buffer,
     pos: usize,
     end: usize,
-    /// Whether the last read drained the socket (then the buffers go back to the pool).
-    drained: bool,
+    /// How reads have been going (when to give buffers back, when to use large ones).
+    pace: Pace,
     state: State,
+    /// Decoded bytes; one `next()` gathers the text of every frame in the buffer here.
     decoded: Buffer,
+    /// An event or error that came after gathered data: the next `next()` returns it.
+    held_back: Option<Result<Inbound<'static>, ReadError>>,
     limits: Limits,
 }
 
-/// Client bytes read at once: small enough that their decoding fits a pooled buffer.
-const READ_SIZE: usize = CHUNK;
-const _: () = assert!(max_decoded_len(READ_SIZE) <= buffers::SIZE);
+/// What consuming buffered bytes ended with (decoded bytes are gathered meanwhile).
+enum Step {
+    Event(Inbound<'static>),
+    /// The buffer is used up.
+    NeedMore,
+    /// The decoded buffer is too full to take the next piece: hand on what it holds.
+    Flush,
+}
+
+// Client bytes are read a buffer's payload at a time; their decoding fits a buffer too.
+const _: () = assert!(max_decoded_len(buffers::SMALL) <= buffers::SMALL + buffers::ROOM);
+const _: () = assert!(max_decoded_len(buffers::LARGE) <= buffers::LARGE + buffers::ROOM);
 
 impl<R: Readable> HixieReader<R> {
     pub fn new(id: u64, stream: R, leftover: &[u8], limits: Limits) -> Self {
@@ -74,17 +86,19 @@ impl<R: Readable> HixieReader<R> {
             buf,
             pos: 0,
             end: leftover.len(),
-            drained: leftover.is_empty(),
+            pace: Pace::default(),
             state: State::FrameType,
             decoded: Buffer::default(),
+            held_back: None,
             limits,
         }
     }
 
-    /// Consumes buffered bytes; returns decoded data (`Some(n)` bytes in `decoded`) or an event.
-    fn step(&mut self) -> Result<Option<Result<usize, Inbound<'static>>>, ReadError> {
+    /// Consumes buffered bytes, adding decoded text to `decoded[..*gathered]`, until the
+    /// buffer is used up or an event comes.
+    fn step(&mut self, gathered: &mut usize) -> Result<Step, ReadError> {
         if self.pos == self.end {
-            return Ok(None);
+            return Ok(Step::NeedMore);
         }
         let buf = self.buf.get();
         while self.pos < self.end {
@@ -119,7 +133,7 @@ impl<R: Readable> HixieReader<R> {
                         }
                         if frame_type == 0xFF && length == 0 {
                             self.state = State::FrameType;
-                            return Ok(Some(Err(Inbound::Close(None))));
+                            return Ok(Step::Event(Inbound::Close(None)));
                         }
                         self.state = State::SkipBytes { remaining: length };
                     }
@@ -150,7 +164,10 @@ impl<R: Readable> HixieReader<R> {
                     let found = find_terminator(available);
                     let n = found.unwrap_or(available.len());
                     let piece = &buf[self.pos..self.pos + n];
-                    let decoded = self.decoded.get();
+                    let decoded = &mut self.decoded.get()[*gathered..];
+                    if decoded.len() < max_decoded_len(n) {
+                        return Ok(Step::Flush);
+                    }
                     let first = *length == 0;
                     *length += n as u64;
                     let total = *length;
@@ -181,40 +198,59 @@ impl<R: Readable> HixieReader<R> {
                         self.pos += 1;
                         self.state = State::FrameType;
                     }
-                    if produced > 0 {
-                        return Ok(Some(Ok(produced)));
-                    }
+                    *gathered += produced;
                 }
             }
         }
-        Ok(None)
+        Ok(Step::NeedMore)
     }
 }
 
 impl<R: Readable> ClientReader for HixieReader<R> {
+    /// Returns the decoded text of every frame in the buffer as one piece, or the next
+    /// event. Anything that comes after gathered data (an event, a protocol violation) waits
+    /// for the next call, so the data is delivered first.
     fn next(&mut self) -> Result<Inbound<'_>, ReadError> {
+        if let Some(held_back) = self.held_back.take() {
+            return held_back;
+        }
+        let mut gathered = 0;
         loop {
-            match self.step()? {
-                Some(Ok(n)) => return Ok(Inbound::Data(&self.decoded.held()[..n])),
-                Some(Err(event)) => return Ok(event),
-                None => {
+            match self.step(&mut gathered) {
+                Err(e) if gathered > 0 => {
+                    self.held_back = Some(Err(e));
+                    break;
+                }
+                Err(e) => return Err(e),
+                Ok(Step::Event(event)) if gathered > 0 => {
+                    self.held_back = Some(Ok(event));
+                    break;
+                }
+                Ok(Step::Event(event)) => return Ok(event),
+                Ok(Step::Flush) => break,
+                Ok(Step::NeedMore) if gathered > 0 => break,
+                Ok(Step::NeedMore) => {
                     // Every buffered byte is consumed (frame state lives in `self.state`).
                     self.pos = 0;
                     self.end = 0;
-                    if self.drained && self.stream.can_wait() {
+                    if self.pace.drained() && self.stream.can_wait() {
                         self.buf.release();
                         self.decoded.release();
                         self.stream.wait_readable()?;
                     }
-                    let n = read_some(&mut self.stream, &mut self.buf.get()[..READ_SIZE])?;
+                    self.buf.set_large(self.pace.bulk());
+                    self.decoded.set_large(self.pace.bulk());
+                    let asked = self.buf.payload();
+                    let n = read_some(&mut self.stream, &mut self.buf.get()[..asked])?;
                     if n == 0 {
                         return Ok(Inbound::Eof);
                     }
-                    self.drained = n < READ_SIZE;
+                    self.pace.record(n, asked);
                     self.end = n;
                 }
             }
         }
+        Ok(Inbound::Data(&self.decoded.held()[..gathered]))
     }
 }
 
@@ -256,7 +292,7 @@ pub struct HixieEncoder {
     id: u64,
     frame: Buffer,
     raw: Buffer,
-    drained: bool,
+    pace: Pace,
 }
 
 impl HixieEncoder {
@@ -265,21 +301,25 @@ impl HixieEncoder {
             id,
             frame: Buffer::default(),
             raw: Buffer::default(),
-            drained: true,
+            pace: Pace::default(),
         }
     }
 }
 
 impl FrameEncoder for HixieEncoder {
     fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(&[u8], usize)>> {
-        if self.drained && target.can_wait() {
+        if self.pace.drained() && target.can_wait() {
             self.frame.release();
             self.raw.release();
             target.wait_readable()?;
         }
-        let raw = &mut self.raw.get()[..BASE64_CHUNK];
+        self.frame.set_large(self.pace.bulk());
+        self.raw.set_large(self.pace.bulk());
+        // The frame is 0x00, the Base64 text, 0xFF: the text fills the frame buffer's payload.
+        let asked = base64_chunk(self.frame.payload());
+        let raw = &mut self.raw.get()[..asked];
         let n = read_some(target, raw)?;
-        self.drained = n < BASE64_CHUNK;
+        self.pace.record(n, asked);
         if n == 0 {
             return Ok(None);
         }
@@ -359,6 +399,21 @@ mod tests {
             assert_eq!(data, b"hello world", "step {step}");
             assert_eq!(events, vec!["Close(None)".to_string()], "step {step}");
         }
+    }
+
+    #[test]
+    fn frames_read_together_are_handed_on_as_one_piece() {
+        // "hello", " world" and "!" in three frames, a closing handshake, then garbage.
+        let wire = b"\x00aGVsbG8=\xff\x00IHdvcmxk\xff\x00IQ==\xff\xff\x00\x00*\xff";
+        let source = Trickle {
+            data: wire.to_vec(),
+            at: 0,
+            step: usize::MAX,
+        };
+        let mut reader = HixieReader::new(1, source, &[], Limits::default());
+        assert!(matches!(reader.next(), Ok(Inbound::Data(b"hello world!"))));
+        assert!(matches!(reader.next(), Ok(Inbound::Close(None))));
+        assert!(matches!(reader.next(), Err(ReadError::Violation(_))));
     }
 
     #[test]

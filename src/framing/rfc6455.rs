@@ -5,8 +5,9 @@
 //! `FrameHeader` parses and formats headers; this module owns the loop around it:
 //!
 //! - [`Rfc6455Reader`] reads the client's frames through one reusable buffer, in large reads.
-//!   Payloads are unmasked in place (§5.3) and handed on piece by piece as they arrive, so a
-//!   16 MiB frame costs no more memory than a small one. It enforces what a server must:
+//!   Payloads are unmasked (§5.3) and handed on as they arrive, so a 16 MiB frame costs no
+//!   more memory than a small one; the payloads of all the frames one read brought are
+//!   packed together while unmasking and handed on as one piece (one write to the target). It enforces what a server must:
 //!   client frames masked (§5.1), no RSV bits without an extension (§5.2), control frames
 //!   short and unfragmented (§5.5), continuation frames only inside a message (§5.4), close
 //!   codes valid and reasons UTF-8 (§7.4), and the frame and message size limits (close 1009).
@@ -16,7 +17,6 @@
 //!   copied once and a frame goes out in one write.
 
 use std::io::{self, Cursor, Read};
-use std::ops::Range;
 
 use base64::Engine;
 use log::{debug, log_enabled};
@@ -24,21 +24,22 @@ use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
 use super::base64_stream::{BASE64, Base64Stream, max_decoded_len};
-use super::mask::unmask;
+use super::mask::unmask_to;
 use super::{
     ClientReader, CloseInfo, Encoding, FrameEncoder, Inbound, Limits, ReadError, close_code,
     preview, violation,
 };
-use crate::buffers::{self, Buffer};
+use crate::buffers::{self, Buffer, Pace};
 use crate::socket::Readable;
 
-/// How much we read from a socket at once (and the largest frame we send).
-pub const CHUNK: usize = 64 * 1024;
-const _: () = assert!(HEADER_ROOM + CHUNK <= buffers::SIZE);
-/// Target bytes per Base64 frame: they encode to exactly [`CHUNK`] characters.
-pub const BASE64_CHUNK: usize = CHUNK / 4 * 3;
 /// The longest header of a server frame (no mask): 2 bytes + a 64-bit length.
 const HEADER_ROOM: usize = 10;
+const _: () = assert!(HEADER_ROOM <= buffers::ROOM);
+/// Target bytes per Base64 frame, for a buffer of `payload` bytes: they encode to exactly
+/// `payload` characters.
+pub const fn base64_chunk(payload: usize) -> usize {
+    payload / 4 * 3
+}
 
 /// The frame being read.
 struct FrameInProgress {
@@ -60,16 +61,40 @@ struct MessageInProgress {
     base64: Base64Stream,
 }
 
-/// What one step of the read loop produced (indices rather than borrows, so the loop can
-/// keep mutating the reader until it has something to return).
+/// What one step of the read loop produced (payload bytes are added to
+/// [`Rfc6455Reader::gathered`] instead).
 enum Step {
-    /// Raw payload bytes in `buf[range]`.
-    Raw(Range<usize>),
-    /// Decoded bytes in `decoded[..n]`.
-    Decoded(usize),
     Event(Inbound<'static>),
+    /// The buffer is used up.
     NeedMore,
+    /// The next payload cannot join the bytes gathered so far: hand those on first.
+    Flush,
     Again,
+}
+
+/// The payload that one `next()` call hands on. Consecutive frames in the buffer are
+/// gathered into one piece, so the target gets one write for many frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gathered {
+    Nothing,
+    /// Unmasked binary payload packed together at `buf[start..end]`: each frame's payload
+    /// is moved back over the headers before it as it is unmasked.
+    Raw {
+        start: usize,
+        end: usize,
+    },
+    /// Decoded Base64 at `decoded[..n]`.
+    Decoded(usize),
+}
+
+impl Gathered {
+    fn is_empty(self) -> bool {
+        match self {
+            Gathered::Nothing => true,
+            Gathered::Raw { start, end } => start == end,
+            Gathered::Decoded(n) => n == 0,
+        }
+    }
 }
 
 /// Reads RFC 6455 frames from the client.
@@ -80,13 +105,16 @@ pub struct Rfc6455Reader<R> {
     buf: Buffer,
     pos: usize,
     end: usize,
-    /// Whether the last read drained the socket (then the buffer goes back to the pool).
-    drained: bool,
+    /// How reads have been going (when to give buffers back, when to use large ones).
+    pace: Pace,
     frame: Option<FrameInProgress>,
     message: Option<MessageInProgress>,
     control: Vec<u8>,
     /// Base64-decoded payload bytes, for text frames.
     decoded: Buffer,
+    gathered: Gathered,
+    /// An event or error that came after gathered data: the next `next()` returns it.
+    held_back: Option<Result<Inbound<'static>, ReadError>>,
     limits: Limits,
 }
 
@@ -103,11 +131,13 @@ impl<R: Readable> Rfc6455Reader<R> {
             buf,
             pos: 0,
             end: leftover.len(),
-            drained: leftover.is_empty(),
+            pace: Pace::default(),
             frame: None,
             message: None,
             control: Vec::new(),
             decoded: Buffer::default(),
+            gathered: Gathered::Nothing,
+            held_back: None,
             limits,
         }
     }
@@ -117,20 +147,24 @@ impl<R: Readable> Rfc6455Reader<R> {
         if self.pos == self.end {
             self.pos = 0;
             self.end = 0;
-            if self.drained && self.stream.can_wait() {
+            if self.pace.drained() && self.stream.can_wait() {
                 // Idle: hold no buffer while waiting (see crate::buffers).
                 self.buf.release();
                 self.decoded.release();
                 self.stream.wait_readable()?;
             }
-        } else if self.end == buffers::SIZE {
+            // Both buffers are empty: the moment to pick their size.
+            self.buf.set_large(self.pace.bulk());
+            self.decoded.set_large(self.pace.bulk());
+        } else if self.end == self.buf.get().len() {
             self.buf.get().copy_within(self.pos..self.end, 0);
             self.end -= self.pos;
             self.pos = 0;
         }
-        let room = buffers::SIZE - self.end;
-        let n = read_some(&mut self.stream, &mut self.buf.get()[self.end..])?;
-        self.drained = n < room;
+        let buf = self.buf.get();
+        let room = buf.len() - self.end;
+        let n = read_some(&mut self.stream, &mut buf[self.end..])?;
+        self.pace.record(n, room);
         self.end += n;
         Ok(n > 0)
     }
@@ -146,20 +180,38 @@ impl<R: Readable> Rfc6455Reader<R> {
         let n = frame.remaining.min((self.end - self.pos) as u64) as usize;
         let range = self.pos..self.pos + n;
         let offset = frame.length - frame.remaining;
+        let is_text = self.message.as_ref().is_some_and(|m| m.is_text);
+        // Where the unmasked bytes go: binary payload right after the payload gathered so
+        // far; anything else stays in place.
+        if self.gathered.is_empty() {
+            // (Base64 characters carried to the next group can leave it empty.)
+            self.gathered = Gathered::Nothing;
+        }
+        let to = match (frame.opcode, is_text, self.gathered) {
+            (OpCode::Control(_), ..) => range.start,
+            (OpCode::Data(_), false, Gathered::Nothing) => range.start,
+            (OpCode::Data(_), false, Gathered::Raw { end, .. }) => end,
+            (OpCode::Data(_), true, Gathered::Nothing) => range.start,
+            (OpCode::Data(_), true, Gathered::Decoded(n))
+                if self.decoded.get().len() - n >= max_decoded_len(range.len()) =>
+            {
+                range.start
+            }
+            _ => return Ok(Step::Flush),
+        };
         let buf = self.buf.get();
-        unmask(&mut buf[range.clone()], frame.mask, offset);
+        unmask_to(buf, range.clone(), to, frame.mask, offset);
+        let unmasked = to..to + n;
         frame.remaining -= n as u64;
         self.pos += n;
         if frame.preview.len() < 16 && log_enabled!(log::Level::Debug) {
             let take = n.min(16 - frame.preview.len());
-            frame
-                .preview
-                .extend_from_slice(&buf[range.start..range.start + take]);
+            frame.preview.extend_from_slice(&buf[to..to + take]);
         }
         let frame_done = frame.remaining == 0;
         match frame.opcode {
             OpCode::Control(_) => {
-                self.control.extend_from_slice(&buf[range]);
+                self.control.extend_from_slice(&buf[unmasked]);
                 if frame_done {
                     return self.finish_control().map(Step::Event);
                 }
@@ -169,16 +221,26 @@ impl<R: Readable> Rfc6455Reader<R> {
                 let message = self.message.as_mut().expect("a message is in progress");
                 if !message.is_text {
                     frame.decoded += n as u64;
+                    self.gathered = match self.gathered {
+                        Gathered::Raw { start, .. } => Gathered::Raw { start, end: to + n },
+                        _ => Gathered::Raw {
+                            start: to,
+                            end: to + n,
+                        },
+                    };
                     if frame_done {
                         self.finish_data_frame();
                     }
-                    return Ok(Step::Raw(range));
+                    return Ok(Step::Again);
                 }
-                debug_assert!(max_decoded_len(n) <= buffers::SIZE);
-                let decoded = self.decoded.get();
+                let before = match self.gathered {
+                    Gathered::Decoded(n) => n,
+                    _ => 0,
+                };
+                let decoded = &mut self.decoded.get()[before..];
                 let mut produced = message
                     .base64
-                    .feed(&buf[range], decoded)
+                    .feed(&buf[unmasked], decoded)
                     .map_err(|e| violation(close_code::INVALID_DATA, e))?;
                 if frame_done && frame.is_final {
                     produced += message
@@ -187,10 +249,11 @@ impl<R: Readable> Rfc6455Reader<R> {
                         .map_err(|e| violation(close_code::INVALID_DATA, e))?;
                 }
                 frame.decoded += produced as u64;
+                self.gathered = Gathered::Decoded(before + produced);
                 if frame_done {
                     self.finish_data_frame();
                 }
-                Ok(Step::Decoded(produced))
+                Ok(Step::Again)
             }
         }
     }
@@ -300,17 +363,26 @@ impl<R: Readable> Rfc6455Reader<R> {
             OpCode::Control(_) => self.finish_control().map(Step::Event),
             OpCode::Data(_) => {
                 let message = self.message.as_mut().expect("a message is in progress");
-                let mut produced = 0;
                 if message.is_text && header.is_final {
                     let mut tail = [0u8; 8];
-                    produced = message
+                    let produced = message
                         .base64
                         .finish(&mut tail)
                         .map_err(|e| violation(close_code::INVALID_DATA, e))?;
-                    self.decoded.get()[..produced].copy_from_slice(&tail[..produced]);
+                    if produced > 0 {
+                        // The message's last characters: they follow decoded bytes of the
+                        // same message (if any were gathered), never raw ones.
+                        let before = match self.gathered {
+                            Gathered::Decoded(n) => n,
+                            _ => 0,
+                        };
+                        self.decoded.get()[before..before + produced]
+                            .copy_from_slice(&tail[..produced]);
+                        self.gathered = Gathered::Decoded(before + produced);
+                    }
                 }
                 self.finish_data_frame();
-                Ok(Step::Decoded(produced))
+                Ok(Step::Again)
             }
         }
     }
@@ -368,21 +440,47 @@ impl<R: Readable> Rfc6455Reader<R> {
 }
 
 impl<R: Readable> ClientReader for Rfc6455Reader<R> {
+    /// Returns the payload of as many buffered frames as can be gathered into one piece, or
+    /// the next event. Anything that comes after gathered data (an event, a protocol
+    /// violation) waits for the next call, so the data is delivered first.
     fn next(&mut self) -> Result<Inbound<'_>, ReadError> {
+        if let Some(held_back) = self.held_back.take() {
+            return held_back;
+        }
+        self.gathered = Gathered::Nothing;
+        let have_data = |gathered: Gathered| !gathered.is_empty();
         loop {
-            match self.step()? {
-                Step::Raw(range) if range.is_empty() => {}
-                Step::Raw(range) => return Ok(Inbound::Data(&self.buf.held()[range])),
-                Step::Decoded(0) | Step::Again => {}
-                Step::Decoded(n) => return Ok(Inbound::Data(&self.decoded.held()[..n])),
+            let step = match self.step() {
+                Ok(step) => step,
+                Err(e) if have_data(self.gathered) => {
+                    self.held_back = Some(Err(e));
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            match step {
+                Step::Again => {}
+                Step::Flush => break,
+                Step::Event(event) if have_data(self.gathered) => {
+                    self.held_back = Some(Ok(event));
+                    break;
+                }
                 Step::Event(event) => return Ok(event),
+                Step::NeedMore if have_data(self.gathered) => break,
                 Step::NeedMore => {
+                    // Nothing worth handing on (empty frames gather nothing): start afresh.
+                    self.gathered = Gathered::Nothing;
                     if !self.fill()? {
                         return Ok(Inbound::Eof);
                     }
                 }
             }
         }
+        Ok(Inbound::Data(match self.gathered {
+            Gathered::Raw { start, end } => &self.buf.held()[start..end],
+            Gathered::Decoded(n) => &self.decoded.held()[..n],
+            Gathered::Nothing => &[],
+        }))
     }
 }
 
@@ -448,8 +546,8 @@ pub struct Rfc6455Encoder {
     frame: Buffer,
     /// Raw target bytes waiting to be Base64-encoded (Base64 mode only).
     raw: Buffer,
-    /// Whether the last read drained the target (then buffers go back to the pool).
-    drained: bool,
+    /// How target reads have been going (when to give buffers back, when to use large ones).
+    pace: Pace,
 }
 
 impl Rfc6455Encoder {
@@ -459,29 +557,33 @@ impl Rfc6455Encoder {
             encoding,
             frame: Buffer::default(),
             raw: Buffer::default(),
-            drained: true,
+            pace: Pace::default(),
         }
     }
 }
 
 impl FrameEncoder for Rfc6455Encoder {
     fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(&[u8], usize)>> {
-        if self.drained && target.can_wait() {
+        if self.pace.drained() && target.can_wait() {
             self.frame.release();
             self.raw.release();
             target.wait_readable()?;
         }
+        self.frame.set_large(self.pace.bulk());
+        self.raw.set_large(self.pace.bulk());
+        let payload = self.frame.payload();
         let frame = self.frame.get();
         let (opcode, raw_len, payload_len) = match self.encoding {
             Encoding::Binary => {
-                let n = read_some(target, &mut frame[HEADER_ROOM..HEADER_ROOM + CHUNK])?;
-                self.drained = n < CHUNK;
+                let n = read_some(target, &mut frame[HEADER_ROOM..HEADER_ROOM + payload])?;
+                self.pace.record(n, payload);
                 (Data::Binary, n, n)
             }
             Encoding::Base64 => {
-                let raw = &mut self.raw.get()[..BASE64_CHUNK];
+                let asked = base64_chunk(payload);
+                let raw = &mut self.raw.get()[..asked];
                 let n = read_some(target, raw)?;
-                self.drained = n < BASE64_CHUNK;
+                self.pace.record(n, asked);
                 let encoded = BASE64
                     .encode_slice(&raw[..n], &mut frame[HEADER_ROOM..])
                     .expect("the frame buffer holds a whole encoded chunk");
@@ -615,6 +717,42 @@ mod tests {
     }
 
     #[test]
+    fn frames_read_together_are_handed_on_as_one_piece() {
+        let mut wire = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..5u8 {
+            let payload: Vec<u8> = (0..1000u32).map(|j| (j as u8) ^ i).collect();
+            wire.extend(client_frame(
+                if i == 0 { 0x2 } else { 0x0 },
+                i == 4,
+                &payload,
+            ));
+            expected.extend(payload);
+        }
+        wire.extend(client_frame(0x9, true, b"ping"));
+        wire.extend(client_frame(0x2, true, b"after"));
+        wire.extend([0x82, 0x01, b'x']); // unmasked: a violation
+        wire.extend(client_frame(0x2, true, b"never"));
+        let source = Trickle {
+            data: wire,
+            at: 0,
+            step: usize::MAX,
+        };
+        let mut reader = Rfc6455Reader::new(1, source, &[], Limits::default());
+        // One read brought everything: five frames' payloads come as one piece, the
+        // headers between them squeezed out ...
+        match reader.next() {
+            Ok(Inbound::Data(data)) => assert_eq!(data, &expected[..]),
+            other => panic!("{other:?}"),
+        }
+        // ... then the Ping that followed them, and the data after it ...
+        assert!(matches!(reader.next(), Ok(Inbound::Ping(p)) if p == b"ping"));
+        assert!(matches!(reader.next(), Ok(Inbound::Data(b"after"))));
+        // ... and the violation only after everything before it was delivered.
+        assert!(matches!(reader.next(), Err(ReadError::Violation(v)) if v.code == 1002));
+    }
+
+    #[test]
     fn large_frames_stream_through() {
         let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
         let (data, _) = read_all(client_frame(0x2, true, &payload), 70_000);
@@ -651,9 +789,9 @@ mod tests {
         let mut source = &data[..];
         let mut encoder = Rfc6455Encoder::new(1, Encoding::Binary);
         let (frame, raw) = encoder.frame_from(&mut source).unwrap().unwrap();
-        assert_eq!(raw, CHUNK);
+        assert_eq!(raw, buffers::SMALL);
         assert_eq!(&frame[..2], &[0x82, 127]);
-        assert_eq!(&frame[10..], &data[..CHUNK]);
+        assert_eq!(&frame[10..], &data[..buffers::SMALL]);
         let mut base64 = Rfc6455Encoder::new(1, Encoding::Base64);
         let mut small = &b"hi"[..];
         let (frame, raw) = base64.frame_from(&mut small).unwrap().unwrap();
