@@ -34,14 +34,14 @@ struct Pool {
     keep: usize,
 }
 
-/// Up to 128 small buffers (8 MiB) and 8 large ones (8 MiB) are kept for reuse.
+/// Up to 128 small buffers (8 MiB) and 4 large ones (4 MiB) are kept for reuse.
 static SMALL_POOL: Pool = Pool {
     free: Mutex::new(Vec::new()),
     keep: 128,
 };
 static LARGE_POOL: Pool = Pool {
     free: Mutex::new(Vec::new()),
-    keep: 8,
+    keep: 4,
 };
 
 impl Pool {

@@ -156,8 +156,20 @@ impl<R: Readable> Rfc6455Reader<R> {
             // Both buffers are empty: the moment to pick their size.
             self.buf.set_large(self.pace.bulk());
             self.decoded.set_large(self.pace.bulk());
-        } else if self.end == self.buf.get().len() {
-            self.buf.get().copy_within(self.pos..self.end, 0);
+        } else {
+            // What is left is a partial frame header (payload is always consumed as it
+            // arrives): move it to the start, into a buffer of the size the pace asks for.
+            // (Frames rarely line up with reads, so waiting for an empty buffer to change
+            // size could wait forever.)
+            let bulk = self.pace.bulk();
+            if bulk != (self.buf.payload() == buffers::LARGE) && self.end - self.pos <= 64 {
+                let rest = self.buf.get()[self.pos..self.end].to_vec();
+                self.buf.set_large(bulk);
+                self.decoded.set_large(bulk);
+                self.buf.get()[..rest.len()].copy_from_slice(&rest);
+            } else {
+                self.buf.get().copy_within(self.pos..self.end, 0);
+            }
             self.end -= self.pos;
             self.pos = 0;
         }

@@ -19,7 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::client::B64;
 
 /// Period of the test pattern: a prime, so that no power-of-two write or frame size
 /// lines up with it and a chunk delivered twice or at the wrong place never matches.
