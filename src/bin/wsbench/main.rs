@@ -409,6 +409,17 @@ fn run(opts: Options) -> io::Result<()> {
     if group("bulk") {
         let _t = Timed::new("bulk");
         // Single-tunnel throughput, with the proxy's CPU time and its RSS before and after.
+        // A short warm-up first fills the proxies' buffer pools (a fixed cost, about 5 MiB
+        // for wsproxy), so that the RSS figure shows growth with the bytes relayed.
+        for ep in eps {
+            let warm = 64 << 20;
+            let warmed = measure::upload(&ctx, ep, warm)
+                .and_then(|_| measure::download(&ctx, ep, warm))
+                .and_then(|_| measure::echo(&ctx, ep, warm));
+            if let Err(e) = warmed {
+                eprintln!("wsbench: warm-up of {} failed: {e}", ep.name);
+            }
+        }
         let rss_before: Vec<Option<u64>> = eps.iter().map(rss_kib).collect();
         let n = opts.bulk_bytes;
         let up = Metric::new(
@@ -442,7 +453,7 @@ fn run(opts: Options) -> io::Result<()> {
         // RSS growth: one figure per proxy process, shown in the first column using it.
         let growth = Metric::new(
             "rss_growth_KiB",
-            "proxy RSS after bulk − before (KiB/process)",
+            "proxy RSS after bulk − after warm-up (KiB/process)",
             0,
             false,
         );
