@@ -1,19 +1,23 @@
 //! The listener: a blocking `std::net` accept loop that gives every client its own thread.
 //!
 //! Thread-per-connection keeps each connection's code a straight line of blocking calls
-//! (see [`crate::connection`]); the kernel's scheduler does the multiplexing. The connection
-//! thread becomes the tunnel's upload pump and starts one more thread for the download pump:
-//! two threads per client. Threads get small stacks, since thousands may be alive at once,
-//! and come from [`crate::workers`], which keeps finished threads briefly for the next client.
+//! (see [`crate::connection`]); the kernel's scheduler does the multiplexing. One thread at a
+//! time blocks in `accept`. When a client arrives, that thread passes the accepting on to
+//! another thread and becomes the client's connection thread itself (the "leader/followers"
+//! pattern: the thread the kernel woke goes straight on to read the request, so a new client
+//! waits for no hand-off). The connection thread later becomes the tunnel's upload pump and
+//! starts one more thread for the download pump: two threads per client. Threads come from
+//! [`crate::workers`], which keeps finished ones briefly for the next client, and have small
+//! stacks, since thousands may be alive at once.
 //!
 //! Limits live here: at most `--max-connections` clients at once (beyond it, 503 and close,
 //! written without ever blocking the loop), a 503 when no thread can be created, and at start
 //! the open-files limit raised as far as the system allows (each tunnel needs two).
 
 use std::io::{self, Read, Write};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -88,59 +92,91 @@ impl Drop for Slot {
     }
 }
 
+/// The listening socket, and what every accepting thread needs.
+struct Acceptor {
+    listener: TcpListener,
+    config: Arc<Config>,
+    active: Arc<AtomicUsize>,
+    next_id: AtomicU64,
+}
+
 /// Accepts clients until the process exits (see [`shutdown`]).
+///
+/// One thread at a time waits in `accept`; when a client arrives, that thread hands the
+/// waiting on to another (a spare, see [`crate::workers`]) and serves the client itself
+/// (the "leader/followers" pattern). The thread the kernel woke for the connection goes
+/// straight on to read its request: no hand-off between threads on a new client's path.
 pub fn run(listener: TcpListener, config: Config, active: Arc<AtomicUsize>) -> io::Result<()> {
-    let config = Arc::new(config);
-    let mut next_id: u64 = 1;
-    for incoming in listener.incoming() {
-        let stream = match incoming {
-            Ok(stream) => stream,
+    let acceptor = Arc::new(Acceptor {
+        listener,
+        config: Arc::new(config),
+        active,
+        next_id: AtomicU64::new(1),
+    });
+    workers::run(move || acceptor.lead())?;
+    // The main thread has nothing more to do; signals end the process (see `shutdown`).
+    loop {
+        thread::park();
+    }
+}
+
+impl Acceptor {
+    /// The accepting thread's job: wait for a client, pass this job on, serve the client.
+    fn lead(self: Arc<Self>) {
+        loop {
+            let Some((id, client, peer, slot)) = self.accept_one() else {
+                continue;
+            };
+            let next = Arc::clone(&self);
+            match workers::run(move || next.lead()) {
+                Ok(()) => {
+                    let _slot = slot;
+                    connection::serve(id, client, peer, &self.config);
+                    return;
+                }
+                Err(e) => {
+                    // Serving this client would leave nobody accepting: refuse it instead.
+                    warn!("[#{id}] {peer}: cannot start a thread ({e}); refusing with 503");
+                    refuse_without_blocking(
+                        &client,
+                        &Refusal::new(503, "server overloaded, try again later"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits for the next client and admits it, or refuses it (503) without blocking.
+    fn accept_one(&self) -> Option<(u64, SharedSocket, SocketAddr, Slot)> {
+        let stream = match self.listener.accept() {
+            Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of descriptors (EMFILE) or a connection reset before accept: the loop
                 // goes on; pause briefly so a descriptor shortage does not spin.
                 error!("accept failed: {e}");
                 thread::sleep(Duration::from_millis(50));
-                continue;
+                return None;
             }
         };
-        let id = next_id;
-        next_id += 1;
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let peer = stream.peer_addr().ok()?;
         let client = SharedSocket::new(stream);
         if shutdown::stopping() {
             refuse_without_blocking(&client, &Refusal::new(503, "server shutting down"));
-            continue;
+            return None;
         }
-        if active.fetch_add(1, Ordering::Relaxed) >= config.max_connections {
-            active.fetch_sub(1, Ordering::Relaxed);
-            warn!(
-                "[#{id}] {peer}: {} connections open already; refusing with 503",
-                config.max_connections
-            );
+        let max = self.config.max_connections;
+        if self.active.fetch_add(1, Ordering::Relaxed) >= max {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+            warn!("[#{id}] {peer}: {max} connections open already; refusing with 503");
             refuse_without_blocking(
                 &client,
                 &Refusal::new(503, "too many connections, try again later"),
             );
-            continue;
+            return None;
         }
-        let slot = Slot(Arc::clone(&active));
-        let ours = client.clone();
-        let config = Arc::clone(&config);
-        let spawned = workers::run(move || {
-            let _slot = slot;
-            connection::serve(id, client, peer, &config)
-        });
-        if let Err(e) = spawned {
-            warn!("[#{id}] {peer}: cannot start a thread ({e}); refusing with 503");
-            refuse_without_blocking(
-                &ours,
-                &Refusal::new(503, "server overloaded, try again later"),
-            );
-        }
+        Some((id, client, peer, Slot(Arc::clone(&self.active))))
     }
-    Ok(())
 }
 
 /// Sends an error response from the accept loop itself, never blocking it: one non-blocking
