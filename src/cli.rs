@@ -101,7 +101,8 @@ SAFETY (see README.md, section \"Security model\")
                              caps itself below the limit (503 beyond) instead of failing.
         --spare-threads N    Threads kept after their client leaves, to serve the next one
                              without creating a thread (default 32; each exits after 3 s
-                             without work; 0: every thread exits with its client).
+                             without work; 0: every thread exits with its client). Apart
+                             from these, two threads always wait for new clients.
         --idle-timeout SECS  Close tunnels with no data either way for SECS (Close 1001);
                              off by default.
         --heartbeat SECS     Ping RFC 6455 clients quiet for SECS; close those that do not

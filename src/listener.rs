@@ -1,18 +1,19 @@
-//! The listener: a blocking `std::net` accept loop that gives every client its own thread.
+//! The listener: blocking `std::net` accepts, and every client served by its own thread.
 //!
 //! Thread-per-connection keeps each connection's code a straight line of blocking calls
-//! (see [`crate::connection`]); the kernel's scheduler does the multiplexing. One thread at a
-//! time blocks in `accept`. When a client arrives, that thread passes the accepting on to
-//! another thread and becomes the client's connection thread itself (the "leader/followers"
-//! pattern: the thread the kernel woke goes straight on to read the request, so a new client
-//! waits for no hand-off). The connection thread later becomes the tunnel's upload pump and
-//! starts one more thread for the download pump: two threads per client. Threads come from
-//! [`crate::workers`], which keeps finished ones briefly for the next client, and have small
-//! stacks, since thousands may be alive at once.
+//! (see [`crate::connection`]); the kernel's scheduler does the multiplexing. Two threads
+//! wait in `accept` on the one listening socket; the kernel wakes one of them per connection,
+//! and that thread becomes the client's connection thread (before serving, the last thread
+//! waiting starts another, so someone is always accepting). The thread the kernel woke goes
+//! straight on to read the request: a new client waits for no hand-off between threads. The
+//! connection thread later becomes the tunnel's upload pump and starts one more thread for the
+//! download pump: two threads per client. Threads come from [`crate::workers`], which keeps
+//! finished ones briefly for the next client, and have small stacks, since thousands may be
+//! alive at once.
 //!
 //! Limits live here: at most `--max-connections` clients at once (beyond it, 503 and close,
-//! written without ever blocking the loop), a 503 when no thread can be created, and at start
-//! the open-files limit raised as far as the system allows (each tunnel needs two).
+//! written without ever blocking the accepting thread), a 503 when no thread can be created,
+//! and at start the open-files limit raised as far as the system allows (each tunnel needs two).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -98,22 +99,28 @@ struct Acceptor {
     config: Arc<Config>,
     active: Arc<AtomicUsize>,
     next_id: AtomicU64,
+    /// How many threads are blocked in `accept` right now.
+    waiting: AtomicUsize,
 }
+
+/// Threads kept blocked in `accept`: a thread done with its client goes back to waiting there
+/// if fewer than this many do (else it becomes a spare, see [`crate::workers`]).
+const WAITING_THREADS: usize = 2;
 
 /// Accepts clients until the process exits (see [`shutdown`]).
 ///
-/// One thread at a time waits in `accept`; when a client arrives, that thread hands the
-/// waiting on to another (a spare, see [`crate::workers`]) and serves the client itself
-/// (the "leader/followers" pattern). The thread the kernel woke for the connection goes
-/// straight on to read its request: no hand-off between threads on a new client's path.
+/// A few threads wait in `accept` at once; the kernel wakes one of them per new connection,
+/// and that thread serves the client itself, straight away: no hand-off between threads on a
+/// new client's path. Only if it was the last one waiting does it first start another.
 pub fn run(listener: TcpListener, config: Config, active: Arc<AtomicUsize>) -> io::Result<()> {
     let acceptor = Arc::new(Acceptor {
         listener,
         config: Arc::new(config),
         active,
         next_id: AtomicU64::new(1),
+        waiting: AtomicUsize::new(0),
     });
-    workers::run(move || acceptor.lead())?;
+    workers::run(move || acceptor.accept_and_serve())?;
     // The main thread has nothing more to do; signals end the process (see `shutdown`).
     loop {
         thread::park();
@@ -121,27 +128,31 @@ pub fn run(listener: TcpListener, config: Config, active: Arc<AtomicUsize>) -> i
 }
 
 impl Acceptor {
-    /// The accepting thread's job: wait for a client, pass this job on, serve the client.
-    fn lead(self: Arc<Self>) {
+    /// An accepting thread's job: wait for a client, serve it, and wait again while wanted.
+    fn accept_and_serve(self: Arc<Self>) {
         loop {
-            let Some((id, client, peer, slot)) = self.accept_one() else {
+            self.waiting.fetch_add(1, Ordering::AcqRel);
+            let accepted = self.accept_one();
+            let others_waiting = self.waiting.fetch_sub(1, Ordering::AcqRel) - 1;
+            let Some((id, client, peer, slot)) = accepted else {
                 continue;
             };
-            let next = Arc::clone(&self);
-            match workers::run(move || next.lead()) {
-                Ok(()) => {
-                    let _slot = slot;
-                    connection::serve(id, client, peer, &self.config);
-                    return;
-                }
-                Err(e) => {
-                    // Serving this client would leave nobody accepting: refuse it instead.
+            if others_waiting == 0 {
+                // Nobody would be accepting while this thread serves: start another first.
+                let next = Arc::clone(&self);
+                if let Err(e) = workers::run(move || next.accept_and_serve()) {
                     warn!("[#{id}] {peer}: cannot start a thread ({e}); refusing with 503");
                     refuse_without_blocking(
                         &client,
                         &Refusal::new(503, "server overloaded, try again later"),
                     );
+                    continue;
                 }
+            }
+            let _slot = slot;
+            connection::serve(id, client, peer, &self.config);
+            if self.waiting.load(Ordering::Acquire) >= WAITING_THREADS {
+                return;
             }
         }
     }
