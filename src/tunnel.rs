@@ -24,9 +24,10 @@
 //! - **Either side fails or vanishes**: the other side is closed promptly, with the reason
 //!   recorded for the log.
 //!
-//! Each pump drops a channel sender when it ends; the other pump waits on it with a timeout
-//! and, if it expires, shuts both sockets down, which wakes any blocked read or write. So both
-//! threads always end and both sockets are always closed.
+//! Each pump signals when it ends (a [`workers::Outcome`], set even if the pump panics); the
+//! other pump waits for it with a timeout and, if it expires, shuts both sockets down, which
+//! wakes any blocked read or write. So both threads always end and both sockets are always
+//! closed.
 //!
 //! Timers need no extra thread: with `--idle-timeout` or `--heartbeat`, the upload pump reads
 //! the client with a short read timeout and checks the clocks whenever a read times out
@@ -43,7 +44,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 use log::{debug, warn};
 
 use crate::framing::{
@@ -51,7 +51,7 @@ use crate::framing::{
 };
 use crate::socket::{Readable, SharedSocket, lingering_close};
 use crate::target::describe;
-use crate::workers;
+use crate::workers::{self, Outcome, SetOnDrop};
 
 /// Everything a tunnel needs, once the handshake is done and the target connected.
 pub struct Tunnel {
@@ -281,14 +281,13 @@ fn relay(
     timers: Timers,
 ) -> Report {
     let (id, close_timeout) = (shared.id, shared.close_timeout);
-    let (upload_done, upload_ended) = bounded::<()>(0);
-    // The download pump's result: the bytes it relayed. A pump that panics drops the
-    // sender unsent, which also ends the wait.
-    let (download_done, download_ended) = bounded::<u64>(1);
+    // Set when the upload pump ends (also if it panics); the download pump may wait for it.
+    let upload_ended = Outcome::new();
+    let upload_done = SetOnDrop::new(Arc::clone(&upload_ended), ());
 
-    let started = {
+    let download = {
         let shared = Arc::clone(shared);
-        workers::run(move || {
+        workers::spawn(move || {
             let bytes = pump_target_to_client(
                 &shared,
                 encoder.as_mut(),
@@ -297,18 +296,21 @@ fn relay(
             );
             // Let go of the sockets before reporting, so the tunnel is over when we report.
             drop((encoder, target_reader, shared));
-            let _ = download_done.send(bytes);
+            bytes
         })
     };
-    if let Err(e) = started {
-        warn!("[#{id}] cannot start the download thread: {e}");
-        shared.record(format!("server out of threads: {e}"));
-        shared.send_close(Some(CloseInfo {
-            code: close_code::TRY_AGAIN_LATER,
-            reason: "server overloaded".into(),
-        }));
-        return report(shared, 0, 0);
-    }
+    let download = match download {
+        Ok(handle) => handle,
+        Err(e) => {
+            warn!("[#{id}] cannot start the download thread: {e}");
+            shared.record(format!("server out of threads: {e}"));
+            shared.send_close(Some(CloseInfo {
+                code: close_code::TRY_AGAIN_LATER,
+                reason: "server overloaded".into(),
+            }));
+            return report(shared, 0, 0);
+        }
+    };
 
     let mut clock = Clock::new(shared, timers);
     // The bytes forwarded, and whether the client broke the protocol.
@@ -325,17 +327,16 @@ fn relay(
         // closing does not reset the connection and destroy our Close in flight.
         lingering_close(&shared.client.0);
     }
-    let bytes_down = match download_ended.recv_timeout(close_timeout) {
-        Ok(bytes) => bytes,
-        Err(RecvTimeoutError::Timeout) => {
+    let bytes_down = match download.join_timeout(close_timeout) {
+        Some(bytes) => bytes.unwrap_or(0),
+        None => {
             debug!(
                 "[#{id}] target still open {close_timeout:?} after the client side ended; closing it"
             );
             shared.target.shutdown(Shutdown::Both);
             shared.client.shutdown(Shutdown::Both);
-            download_ended.recv().unwrap_or(0)
+            download.join().unwrap_or(0)
         }
-        Err(RecvTimeoutError::Disconnected) => 0,
     };
     report(shared, bytes_up, bytes_down)
 }
@@ -418,7 +419,7 @@ fn pump_target_to_client(
     shared: &Shared,
     encoder: &mut dyn FrameEncoder,
     target: &mut dyn Readable,
-    upload_ended: &Receiver<()>,
+    upload_ended: &Outcome<()>,
 ) -> u64 {
     let (mut delivered, mut discarded) = (0u64, 0u64);
     let started_closing = loop {
@@ -466,8 +467,7 @@ fn pump_target_to_client(
         if shared.controls.wire == Wire::Hixie75 {
             // hixie-75 has no closing handshake: closing the TCP connection is the close.
             shared.client.shutdown(Shutdown::Both);
-        } else if upload_ended.recv_timeout(shared.close_timeout) == Err(RecvTimeoutError::Timeout)
-        {
+        } else if upload_ended.wait_timeout(shared.close_timeout).is_none() {
             debug!(
                 "[#{}] client did not answer our Close within {:?}",
                 shared.id, shared.close_timeout

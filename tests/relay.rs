@@ -515,7 +515,13 @@ fn ping_is_answered_promptly_during_64mib_download() {
     };
     eprintln!("ping RTTs during download: {rtts:?}; {frames} frames");
     assert_eq!(received, TOTAL, "every byte delivered before the Close");
-    assert_eq!(rtts.len(), PINGS, "every Ping answered");
+    // A Ping goes out only after the previous Pong came back, so on a loaded machine fewer
+    // than PINGS may fit into the download; every one sent must be answered.
+    assert_eq!(rtts.len(), pings_sent, "every Ping answered");
+    assert!(
+        pings_sent >= 3,
+        "only {pings_sent} Pings fit into the download"
+    );
     assert!(
         in_flight_pongs >= 2,
         "Pongs must arrive while data is still flowing, not after the download"
