@@ -159,8 +159,8 @@ impl Acceptor {
 
     /// Waits for the next client and admits it, or refuses it (503) without blocking.
     fn accept_one(&self) -> Option<(u64, SharedSocket, SocketAddr, Slot)> {
-        let stream = match self.listener.accept() {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match self.listener.accept() {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors (EMFILE) or a connection reset before accept: the loop
                 // goes on; pause briefly so a descriptor shortage does not spin.
@@ -170,7 +170,6 @@ impl Acceptor {
             }
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let peer = stream.peer_addr().ok()?;
         let client = SharedSocket::new(stream);
         if shutdown::stopping() {
             refuse_without_blocking(&client, &Refusal::new(503, "server shutting down"));
