@@ -113,12 +113,8 @@ impl<T> Drop for SetOnDrop<T> {
     }
 }
 
-/// A parked spare thread: where its next job is put, and how it is woken.
-#[derive(Default)]
-struct Spare {
-    job: Mutex<Option<Job>>,
-    wake: Condvar,
-}
+/// A parked spare thread waits for its next job as an [`Outcome`] of its own.
+type Spare = Outcome<Job>;
 
 /// Threads that run jobs, and the spares among them waiting for the next one.
 pub struct Workers {
@@ -150,8 +146,7 @@ impl Workers {
     pub fn run(&'static self, job: Job) -> io::Result<()> {
         let spare = lock(&self.parked).pop();
         if let Some(spare) = spare {
-            *lock(&spare.job) = Some(job);
-            spare.wake.notify_one();
+            spare.set(job);
             return Ok(());
         }
         thread::Builder::new()
@@ -163,7 +158,7 @@ impl Workers {
 
     /// The life of one worker thread: its first job, then more while it is wanted.
     fn work(&self, mut job: Job) {
-        let me = Arc::new(Spare::default());
+        let me: Arc<Spare> = Outcome::new();
         loop {
             job();
             {
@@ -182,34 +177,17 @@ impl Workers {
 
     /// Waits, parked, for a job; `None` when the keep-alive ran out first.
     fn next_job(&self, me: &Arc<Spare>) -> Option<Job> {
-        let deadline = Instant::now() + self.keep_alive;
-        let mut slot = lock(&me.job);
-        loop {
-            if let Some(job) = slot.take() {
-                return Some(job);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                drop(slot);
-                let mut parked = lock(&self.parked);
-                if let Some(at) = parked.iter().position(|s| Arc::ptr_eq(s, me)) {
-                    parked.remove(at);
-                    return None;
-                }
-                // Taken off the list just now: a job is on its way. Wait for it.
-                drop(parked);
-                slot = lock(&me.job);
-                while slot.is_none() {
-                    slot = me.wake.wait(slot).unwrap_or_else(|p| p.into_inner());
-                }
-                continue;
-            }
-            slot = me
-                .wake
-                .wait_timeout(slot, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        if let Some(job) = me.wait_timeout(self.keep_alive) {
+            return Some(job);
         }
+        let mut parked = lock(&self.parked);
+        if let Some(at) = parked.iter().position(|s| Arc::ptr_eq(s, me)) {
+            parked.remove(at);
+            return None;
+        }
+        // Taken off the list just now: a job is on its way.
+        drop(parked);
+        Some(me.wait())
     }
 
     /// How many spares are parked right now.
