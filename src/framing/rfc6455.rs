@@ -7,10 +7,11 @@
 //! - [`Rfc6455Reader`] reads the client's frames through one reusable buffer, in large reads.
 //!   Payloads are unmasked (§5.3) and handed on as they arrive, so a 16 MiB frame costs no
 //!   more memory than a small one; the payloads of all the frames one read brought are
-//!   packed together while unmasking and handed on as one piece (one write to the target). It enforces what a server must:
-//!   client frames masked (§5.1), no RSV bits without an extension (§5.2), control frames
-//!   short and unfragmented (§5.5), continuation frames only inside a message (§5.4), close
-//!   codes valid and reasons UTF-8 (§7.4), and the frame and message size limits (close 1009).
+//!   packed together while unmasking and handed on as one piece (one write to the target).
+//!   It enforces what a server must: client frames masked (§5.1), no RSV bits without an
+//!   extension (§5.2), control frames short and unfragmented (§5.5), continuation frames only
+//!   inside a message (§5.4), close codes valid and reasons UTF-8 (§7.4), and the frame and
+//!   message size limits (close 1009).
 //!   Binary frames carry raw bytes; text frames carry Base64, decoded on the fly.
 //! - [`Rfc6455Encoder`] turns each read from the target into one unmasked server frame,
 //!   reading straight into the frame buffer after room for the header, so a relayed byte is
