@@ -130,13 +130,14 @@ pub fn run(listener: TcpListener, config: Config, active: Arc<AtomicUsize>) -> i
 impl Acceptor {
     /// An accepting thread's job: wait for a client, serve it, and wait again while wanted.
     fn accept_and_serve(self: Arc<Self>) {
+        if !self.take_a_place_in_accept() {
+            return;
+        }
         loop {
-            self.waiting.fetch_add(1, Ordering::AcqRel);
-            let accepted = self.accept_one();
-            let others_waiting = self.waiting.fetch_sub(1, Ordering::AcqRel) - 1;
-            let Some((id, client, peer, slot)) = accepted else {
-                continue;
+            let Some((id, client, peer, slot)) = self.accept_one() else {
+                continue; // (refused or failed: this thread goes on waiting)
             };
+            let others_waiting = self.waiting.fetch_sub(1, Ordering::AcqRel) - 1;
             if others_waiting == 0 {
                 // Nobody would be accepting while this thread serves: start another first.
                 let next = Arc::clone(&self);
@@ -146,15 +147,29 @@ impl Acceptor {
                         &client,
                         &Refusal::new(503, "server overloaded, try again later"),
                     );
+                    self.waiting.fetch_add(1, Ordering::AcqRel);
                     continue;
                 }
             }
-            let _slot = slot;
-            connection::serve(id, client, peer, &self.config);
-            if self.waiting.load(Ordering::Acquire) >= WAITING_THREADS {
+            {
+                let _slot = slot;
+                connection::serve(id, client, peer, &self.config);
+            }
+            if !self.take_a_place_in_accept() {
                 return;
             }
         }
+    }
+
+    /// Counts this thread as waiting in `accept` if fewer than [`WAITING_THREADS`] do. The
+    /// check and the count are one atomic step: threads whose clients leave at the same moment
+    /// cannot all decide to go back.
+    fn take_a_place_in_accept(&self) -> bool {
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < WAITING_THREADS).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// Waits for the next client and admits it, or refuses it (503) without blocking.

@@ -219,3 +219,41 @@ fn with_no_spare_threads_a_tunnels_threads_exit_with_it() {
         );
     }
 }
+
+#[test]
+fn clients_leaving_together_leave_two_threads_waiting_for_the_next() {
+    let proxy = Proxy::start(&["--handshake-timeout", "1"]);
+    let echo = EchoServer::start();
+    tunnel_client_close(&proxy, &echo, b"first");
+    // Main, signals, two threads in accept; the first tunnel's spare leaves after 3 s.
+    std::thread::sleep(Duration::from_secs(4));
+    let idle = settled_thread_ids(&proxy).len();
+
+    // 100 clients that connect and say nothing: each gets a thread, and all of them reach
+    // the handshake deadline together, so their threads finish at the same moment and each
+    // decides whether to go back to accept. At most two may.
+    // Three rounds, as the race this pins needs threads preempted at the wrong moment.
+    for round in 0..3 {
+        let silent: Vec<Conn> = (0..100).map(|_| Conn::connect(proxy.addr)).collect();
+        let mut most = 0;
+        wait_until(Duration::from_millis(500), || {
+            most = most.max(proxy.thread_count());
+            most >= 100
+        });
+        assert!(most >= 100, "a thread per client: at most {most}");
+        // Wait for the deadline to pass (spares may stay for 3 s; accepting threads forever).
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(silent);
+        assert!(
+            wait_until(Duration::from_secs(10), || proxy.thread_count()
+                <= idle + 32),
+            "round {round}: threads {} (idle: {idle})",
+            proxy.thread_count()
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || proxy.thread_count() <= idle),
+        "threads {} (idle: {idle}): finished threads stayed in accept",
+        proxy.thread_count()
+    );
+}
