@@ -16,7 +16,10 @@
 //! The pool keeps a bounded number of free buffers of each size, so memory follows the
 //! number of tunnels *moving data*, not the number open.
 
+use std::io;
 use std::sync::Mutex;
+
+use crate::socket::Readable;
 
 /// Payload bytes of a small buffer.
 pub const SMALL: usize = 64 * 1024;
@@ -151,6 +154,25 @@ impl Pace {
     /// Whether the last read drained the source.
     pub fn drained(&self) -> bool {
         self.drained
+    }
+
+    /// Gets a pump's two empty buffers ready for its next read from `source`: if the last
+    /// read drained it, gives them back and waits for data without them (when the source
+    /// can wait that way); then sizes them for the pace.
+    pub fn before_read<R: Readable + ?Sized>(
+        &self,
+        source: &mut R,
+        buffers: [&mut Buffer; 2],
+    ) -> io::Result<()> {
+        let [first, second] = buffers;
+        if self.drained && source.can_wait() {
+            first.release();
+            second.release();
+            source.wait_readable()?;
+        }
+        first.set_large(self.bulk);
+        second.set_large(self.bulk);
+        Ok(())
     }
 
     /// Whether bulk data is flowing.

@@ -233,13 +233,8 @@ impl<R: Readable> ClientReader for HixieReader<R> {
                     // Every buffered byte is consumed (frame state lives in `self.state`).
                     self.pos = 0;
                     self.end = 0;
-                    if self.pace.drained() && self.stream.can_wait() {
-                        self.buf.release();
-                        self.decoded.release();
-                        self.stream.wait_readable()?;
-                    }
-                    self.buf.set_large(self.pace.bulk());
-                    self.decoded.set_large(self.pace.bulk());
+                    self.pace
+                        .before_read(&mut self.stream, [&mut self.buf, &mut self.decoded])?;
                     let asked = self.buf.payload();
                     let n = read_some(&mut self.stream, &mut self.buf.get()[..asked])?;
                     if n == 0 {
@@ -308,13 +303,8 @@ impl HixieEncoder {
 
 impl FrameEncoder for HixieEncoder {
     fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(&[u8], usize)>> {
-        if self.pace.drained() && target.can_wait() {
-            self.frame.release();
-            self.raw.release();
-            target.wait_readable()?;
-        }
-        self.frame.set_large(self.pace.bulk());
-        self.raw.set_large(self.pace.bulk());
+        self.pace
+            .before_read(target, [&mut self.frame, &mut self.raw])?;
         // The frame is 0x00, the Base64 text, 0xFF: the text fills the frame buffer's payload.
         let asked = base64_chunk(self.frame.payload());
         let raw = &mut self.raw.get()[..asked];

@@ -148,15 +148,10 @@ impl<R: Readable> Rfc6455Reader<R> {
         if self.pos == self.end {
             self.pos = 0;
             self.end = 0;
-            if self.pace.drained() && self.stream.can_wait() {
-                // Idle: hold no buffer while waiting (see crate::buffers).
-                self.buf.release();
-                self.decoded.release();
-                self.stream.wait_readable()?;
-            }
-            // Both buffers are empty: the moment to pick their size.
-            self.buf.set_large(self.pace.bulk());
-            self.decoded.set_large(self.pace.bulk());
+            // Both buffers are empty: idle, they go back to the pool (see crate::buffers),
+            // and this is the moment to pick their size.
+            self.pace
+                .before_read(&mut self.stream, [&mut self.buf, &mut self.decoded])?;
         } else {
             // What is left is a partial frame header (payload is always consumed as it
             // arrives): move it to the start, into a buffer of the size the pace asks for.
@@ -577,13 +572,8 @@ impl Rfc6455Encoder {
 
 impl FrameEncoder for Rfc6455Encoder {
     fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(&[u8], usize)>> {
-        if self.pace.drained() && target.can_wait() {
-            self.frame.release();
-            self.raw.release();
-            target.wait_readable()?;
-        }
-        self.frame.set_large(self.pace.bulk());
-        self.raw.set_large(self.pace.bulk());
+        self.pace
+            .before_read(target, [&mut self.frame, &mut self.raw])?;
         let payload = self.frame.payload();
         let frame = self.frame.get();
         let (opcode, raw_len, payload_len) = match self.encoding {
