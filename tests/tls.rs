@@ -32,7 +32,7 @@ use tungstenite::{ClientRequestBuilder, Message, WebSocket};
 
 use common::{
     DEFAULT_ORIGIN, DataClient, EchoServer, Hixie76Keys, HttpHead, HybiRequest, IO_TIMEOUT, Proxy,
-    Rng, accept_key, assert_same_bytes, b64, round_trip, unb64, wait_until,
+    Rng, accept_key, assert_same_bytes, b64, encode_frame, round_trip, unb64, wait_until,
 };
 
 /// 4 MiB: the integrity payload of every generation.
@@ -358,22 +358,9 @@ impl HybiTls {
     }
 
     fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
-        let mut frame = vec![0x80 | opcode];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n < 65536 => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
         let mask = (Instant::now().elapsed().subsec_nanos() | 0x0101_0101).to_be_bytes();
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.wire.send(&frame);
+        self.wire
+            .send(&encode_frame(true, opcode, payload, Some(mask)));
     }
 
     /// One whole message: (opcode, payload).

@@ -1207,13 +1207,7 @@ impl HixieRequest {
     /// The request head (without key3): draft-76 style (`Sec-` protocol header, the two keys)
     /// when `draft76`, else draft-75.
     pub fn head(&self, draft76: bool, keys: Option<&Hixie76Keys>) -> String {
-        let name = |n: &str| {
-            if self.lowercase_names {
-                n.to_ascii_lowercase()
-            } else {
-                n.to_string()
-            }
-        };
+        let name = |n: &str| header_name(n, self.lowercase_names);
         let mut h = format!(
             "GET {} HTTP/1.1\r\n{}: WebSocket\r\n{}: Upgrade\r\n{}: {}\r\n{}: {}\r\n",
             self.resource,
@@ -1530,6 +1524,15 @@ pub mod op {
     pub const PONG: u8 = 0xA;
 }
 
+/// A header name as a request builder writes it: as given, or all lowercase.
+fn header_name(name: &str, lowercase: bool) -> String {
+    if lowercase {
+        name.to_ascii_lowercase()
+    } else {
+        name.to_string()
+    }
+}
+
 /// Encodes one frame. `mask` is the masking key for client frames (`None` = unmasked).
 pub fn encode_frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     let mut out = frame_header(fin, opcode, payload.len() as u64, mask);
@@ -1627,13 +1630,7 @@ impl HybiRequest {
 
     /// The request bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let name = |n: &str| {
-            if self.lowercase_names {
-                n.to_ascii_lowercase()
-            } else {
-                n.to_string()
-            }
-        };
+        let name = |n: &str| header_name(n, self.lowercase_names);
         let mut h = format!(
             "GET {} HTTP/1.1\r\n{}: {}\r\n{}: websocket\r\n{}: {}\r\n{}: {}\r\n{}: {}\r\n",
             self.resource,
