@@ -12,9 +12,12 @@
 //! writes (it answers Pings and Closes), so two writers could interleave the bytes of two
 //! frames, and two state machines would disagree about whether the connection is closing.
 //! Here every byte to the client goes through [`ClientWriter`] under one mutex: a whole frame
-//! per lock, so frames never interleave, and a Pong waits for at most the one frame being
-//! written (target reads happen outside the lock). The writer also holds the single
-//! "Close sent" flag (RFC 6455 §5.5.1): after it, data frames are refused.
+//! per lock, so frames never interleave (target reads happen outside the lock). Control frames
+//! (Pong, heartbeat Ping) jump the queue: they are first put in a small outbox, and whichever
+//! pump takes the lock next writes the outbox before anything else. So a Pong waits for at
+//! most the one frame being written, however the threads are scheduled and even if the
+//! download pump wins the lock again and again. The writer also holds the single
+//! "Close sent" flag (RFC 6455 §5.5.1): after it, nothing more is sent.
 //!
 //! Closing, without losing bytes (RFC 6455 §7.1, draft-76 §5.3):
 //! - **Target ends** (EOF): every frame already read was written, in order; then we send
@@ -100,6 +103,18 @@ struct ClientWriter {
     close_sent: bool,
 }
 
+impl ClientWriter {
+    /// Writes the control frames waiting in `outbox` (in the order they were queued), unless
+    /// our Close has gone out.
+    fn write_outbox(&mut self, outbox: &Mutex<Vec<u8>>) -> io::Result<()> {
+        let waiting = std::mem::take(&mut *lock(outbox));
+        if waiting.is_empty() || self.close_sent {
+            return Ok(());
+        }
+        self.out.write_all(&waiting)
+    }
+}
+
 /// Why a data frame was not sent.
 enum SendError {
     /// A Close was already sent; no more data may follow (RFC 6455 §5.5.1).
@@ -114,6 +129,8 @@ struct Shared {
     client: SharedSocket,
     target: SharedSocket,
     writer: Mutex<ClientWriter>,
+    /// Control frames waiting for the writer; written before the next data frame.
+    outbox: Mutex<Vec<u8>>,
     ending: Mutex<Option<String>>,
     close_timeout: Duration,
     started: Instant,
@@ -141,14 +158,15 @@ impl Shared {
         if writer.close_sent {
             return Err(SendError::Closing);
         }
+        writer.write_outbox(&self.outbox).map_err(SendError::Io)?;
         writer.out.write_all(frame).map_err(SendError::Io)
     }
 
+    /// Sends a control frame ahead of any data frame not yet started.
     fn send_control(&self, frame: &[u8]) {
-        let mut writer = lock(&self.writer);
-        if !writer.close_sent
-            && let Err(e) = writer.out.write_all(frame)
-        {
+        lock(&self.outbox).extend_from_slice(frame);
+        // If the download pump takes the lock first, it writes our frame for us.
+        if let Err(e) = lock(&self.writer).write_outbox(&self.outbox) {
             debug!("[#{}] control frame not sent: {e}", self.id);
         }
     }
@@ -159,11 +177,15 @@ impl Shared {
         if writer.close_sent {
             return false;
         }
-        writer.close_sent = true;
+        // Pongs queued before our Close still go out (after it, nothing may).
         let frame = self.controls.close(close.as_ref());
-        if let Err(e) = writer.out.write_all(&frame) {
+        if let Err(e) = writer
+            .write_outbox(&self.outbox)
+            .and_then(|()| writer.out.write_all(&frame))
+        {
             debug!("[#{}] close frame not sent: {e}", self.id);
         }
+        writer.close_sent = true;
         if let Some(close) = &close {
             debug!("[#{}] proxy→client close {close}", self.id);
         }
@@ -253,6 +275,7 @@ pub fn run(tunnel: Tunnel) -> Report {
             out: writer,
             close_sent: false,
         }),
+        outbox: Mutex::default(),
         ending: Mutex::new(None),
         close_timeout,
         started: Instant::now(),
