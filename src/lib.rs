@@ -21,6 +21,10 @@
 //! [`socket`] lets a tunnel's two threads share one socket without a second descriptor;
 //! [`workers`] keeps finished threads briefly, so the next client need not create its own.
 
+// The docs are written for learners, who read private items too
+// (`cargo doc --document-private-items`); public items may link to them.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod buffers;
 pub mod cli;
 pub mod config;
