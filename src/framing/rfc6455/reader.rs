@@ -1,46 +1,26 @@
-//! RFC 6455 framing (RFC 6455 §5; hybi-07/08 use the same wire format).
+//! Reading the client's frames (RFC 6455 §5.1–§5.5, §7.4).
 //!
-//! A frame is a 2–14 byte header (FIN, RSV1–3, opcode, MASK bit, 7/16/64-bit length, and for
-//! client frames a 4-byte masking key, §5.2) followed by the payload. `tungstenite`'s
-//! `FrameHeader` parses and formats headers; this module owns the loop around it:
-//!
-//! - [`Rfc6455Reader`] reads the client's frames through one reusable buffer, in large reads.
-//!   Payloads are unmasked (§5.3) and handed on as they arrive, so a 16 MiB frame costs no
-//!   more memory than a small one; the payloads of all the frames one read brought are
-//!   packed together while unmasking and handed on as one piece (one write to the target).
-//!   It enforces what a server must: client frames masked (§5.1), no RSV bits without an
-//!   extension (§5.2), control frames short and unfragmented (§5.5), continuation frames only
-//!   inside a message (§5.4), close codes valid and reasons UTF-8 (§7.4), and the frame and
-//!   message size limits (close 1009).
-//!   Binary frames carry raw bytes; text frames carry Base64, decoded on the fly.
-//! - [`Rfc6455Encoder`] turns each read from the target into one unmasked server frame,
-//!   reading straight into the frame buffer after room for the header, so a relayed byte is
-//!   copied once and a frame goes out in one write.
+//! [`Rfc6455Reader`] reads through one reusable buffer, in large reads. `tungstenite`'s
+//! `FrameHeader` parses each header; the reader checks it (masked, §5.1; no RSV bits, §5.2;
+//! control frames short and unfragmented, §5.5; continuations only inside a message, §5.4;
+//! size limits), then unmasks the payload (§5.3) as it arrives. Binary payloads of
+//! consecutive frames are packed together while unmasking ([`Gathered`]); text payloads are
+//! Base64-decoded on the fly. Close payloads are checked by [`parse_close`] (§5.5.1, §7.4).
 
-use std::io::{self, Cursor, Read};
+use std::io::{self, Cursor};
 
-use base64::Engine;
 use log::{debug, log_enabled};
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
-use super::base64_stream::{BASE64, Base64Stream, max_decoded_len};
-use super::mask::unmask_to;
-use super::{
-    ClientReader, CloseInfo, Encoding, FrameEncoder, Inbound, Limits, ReadError, close_code,
-    preview, violation,
-};
+use super::read_some;
 use crate::buffers::{self, Buffer, Pace};
+use crate::framing::base64_stream::{Base64Stream, max_decoded_len};
+use crate::framing::mask::unmask_to;
+use crate::framing::{
+    ClientReader, CloseInfo, Inbound, Limits, ReadError, close_code, preview, violation,
+};
 use crate::socket::Readable;
-
-/// The longest header of a server frame (no mask): 2 bytes + a 64-bit length.
-const HEADER_ROOM: usize = 10;
-const _: () = assert!(HEADER_ROOM <= buffers::ROOM);
-/// Target bytes per Base64 frame, for a buffer of `payload` bytes: they encode to exactly
-/// `payload` characters.
-pub const fn base64_chunk(payload: usize) -> usize {
-    payload / 4 * 3
-}
 
 /// The frame being read.
 struct FrameInProgress {
@@ -518,184 +498,10 @@ fn parse_close(payload: &[u8]) -> Result<Option<CloseInfo>, ReadError> {
     }
 }
 
-/// A server control frame (unmasked), e.g. a Pong echoing a Ping's payload.
-pub fn control_frame(control: Control, payload: &[u8]) -> Vec<u8> {
-    let header = FrameHeader {
-        opcode: OpCode::Control(control),
-        ..FrameHeader::default()
-    };
-    let mut frame = Vec::with_capacity(2 + payload.len());
-    header
-        .format(payload.len() as u64, &mut frame)
-        .expect("writing to a Vec cannot fail");
-    frame.extend_from_slice(payload);
-    frame
-}
-
-/// A Close frame with an optional code and reason (the reason is cut to fit 125 bytes).
-pub fn close_frame(close: Option<&CloseInfo>) -> Vec<u8> {
-    let mut payload = Vec::new();
-    if let Some(close) = close {
-        payload.extend_from_slice(&close.code.to_be_bytes());
-        let mut cut = close.reason.len().min(123);
-        while !close.reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        payload.extend_from_slice(&close.reason.as_bytes()[..cut]);
-    }
-    control_frame(Control::Close, &payload)
-}
-
-/// Builds server data frames from target reads.
-pub struct Rfc6455Encoder {
-    id: u64,
-    encoding: Encoding,
-    /// Header room followed by the payload.
-    frame: Buffer,
-    /// Raw target bytes waiting to be Base64-encoded (Base64 mode only).
-    raw: Buffer,
-    /// How target reads have been going (when to give buffers back, when to use large ones).
-    pace: Pace,
-}
-
-impl Rfc6455Encoder {
-    pub fn new(id: u64, encoding: Encoding) -> Self {
-        Rfc6455Encoder {
-            id,
-            encoding,
-            frame: Buffer::default(),
-            raw: Buffer::default(),
-            pace: Pace::default(),
-        }
-    }
-}
-
-impl FrameEncoder for Rfc6455Encoder {
-    fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(&[u8], usize)>> {
-        self.pace
-            .before_read(target, [&mut self.frame, &mut self.raw])?;
-        let payload = self.frame.payload();
-        let frame = self.frame.get();
-        let (opcode, raw_len, payload_len) = match self.encoding {
-            Encoding::Binary => {
-                let n = read_some(target, &mut frame[HEADER_ROOM..HEADER_ROOM + payload])?;
-                self.pace.record(n, payload);
-                (Data::Binary, n, n)
-            }
-            Encoding::Base64 => {
-                let asked = base64_chunk(payload);
-                let raw = &mut self.raw.get()[..asked];
-                let n = read_some(target, raw)?;
-                self.pace.record(n, asked);
-                let encoded = BASE64
-                    .encode_slice(&raw[..n], &mut frame[HEADER_ROOM..])
-                    .expect("the frame buffer holds a whole encoded chunk");
-                (Data::Text, n, encoded)
-            }
-        };
-        if raw_len == 0 {
-            return Ok(None);
-        }
-        let header = FrameHeader {
-            opcode: OpCode::Data(opcode),
-            ..FrameHeader::default()
-        };
-        let start = HEADER_ROOM - header.len(payload_len as u64);
-        header
-            .format(payload_len as u64, &mut &mut frame[start..HEADER_ROOM])
-            .expect("the header fits its room");
-        let frame = &frame[start..HEADER_ROOM + payload_len];
-        if log_enabled!(log::Level::Debug) {
-            let kind = if opcode == Data::Text {
-                "text"
-            } else {
-                "binary"
-            };
-            debug!(
-                "[#{}] proxy→client {kind} len={payload_len} {} ({raw_len} target bytes)",
-                self.id,
-                preview(&frame[HEADER_ROOM - start..])
-            );
-        }
-        Ok(Some((frame, raw_len)))
-    }
-}
-
-/// One read, retried on `Interrupted`.
-pub fn read_some(source: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match source.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{Trickle, client_frame, read_all};
     use super::*;
-
-    /// A client frame as a browser would send it.
-    fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        let mut frame = vec![opcode | if fin { 0x80 } else { 0 }];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n < 65536 => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        frame
-    }
-
-    /// Delivers bytes `step` at a time, to exercise every split point.
-    struct Trickle {
-        data: Vec<u8>,
-        at: usize,
-        step: usize,
-    }
-
-    impl Readable for Trickle {}
-
-    impl Read for Trickle {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.step.min(buf.len()).min(self.data.len() - self.at);
-            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
-            self.at += n;
-            Ok(n)
-        }
-    }
-
-    /// Reads everything, returning the data forwarded and the other events.
-    fn read_all(wire: Vec<u8>, step: usize) -> (Vec<u8>, Vec<String>) {
-        let source = Trickle {
-            data: wire,
-            at: 0,
-            step,
-        };
-        let mut reader = Rfc6455Reader::new(1, source, &[], Limits::default());
-        let (mut data, mut events) = (Vec::new(), Vec::new());
-        loop {
-            match reader.next() {
-                Ok(Inbound::Data(d)) => data.extend_from_slice(d),
-                Ok(Inbound::Eof) => break,
-                Ok(other) => events.push(format!("{other:?}")),
-                Err(ReadError::Violation(v)) => {
-                    events.push(format!("violation {v}"));
-                    break;
-                }
-                Err(ReadError::Io(e)) => panic!("{e}"),
-            }
-        }
-        (data, events)
-    }
 
     #[test]
     fn binary_and_base64_text_frames_at_every_split() {
@@ -784,33 +590,6 @@ mod tests {
         assert!(read_all(two_starts, 100).1[0].contains("violation 1002"));
         let rsv = vec![0xC2, 0x80, 0, 0, 0, 0];
         assert!(read_all(rsv, 100).1[0].contains("violation 1002"));
-    }
-
-    #[test]
-    fn encoder_sends_each_read_as_one_frame() {
-        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
-        let mut source = &data[..];
-        let mut encoder = Rfc6455Encoder::new(1, Encoding::Binary);
-        let (frame, raw) = encoder.frame_from(&mut source).unwrap().unwrap();
-        assert_eq!(raw, buffers::SMALL);
-        assert_eq!(&frame[..2], &[0x82, 127]);
-        assert_eq!(&frame[10..], &data[..buffers::SMALL]);
-        let mut base64 = Rfc6455Encoder::new(1, Encoding::Base64);
-        let mut small = &b"hi"[..];
-        let (frame, raw) = base64.frame_from(&mut small).unwrap().unwrap();
-        assert_eq!((frame, raw), (&b"\x81\x04aGk="[..], 2));
-        assert!(base64.frame_from(&mut small).unwrap().is_none());
-    }
-
-    #[test]
-    fn close_reasons_are_cut_at_a_char_boundary() {
-        let long = CloseInfo {
-            code: 1011,
-            reason: "é".repeat(100),
-        };
-        let frame = close_frame(Some(&long));
-        assert!(frame.len() <= 127);
-        assert!(std::str::from_utf8(&frame[4..]).is_ok());
     }
 
     proptest::proptest! {
