@@ -470,31 +470,34 @@ fn check_pattern(block: &[u8], offset: usize, data: &[u8]) {
 
 #[test]
 fn ping_is_answered_promptly_during_64mib_download() {
-    const TOTAL: usize = 64 << 20;
-    // Pings go out at these stream offsets without waiting for earlier Pongs.
-    const PING_AT: [usize; 6] = [1 << 20, 9 << 20, 17 << 20, 25 << 20, 33 << 20, 41 << 20];
+    // Without a cap, Linux lets a receive buffer grow to net.ipv4.tcp_rmem's maximum (32 MiB on
+    // some machines), and the proxy could finish the download before a Ping reached it.
+    const RECV_BUFFER: usize = 256 << 10;
+    // How far behind its Ping a Pong may arrive in the stream: what the proxy can have written
+    // before the Ping reached it (its send buffer, which Linux grows up to tcp_wmem's maximum,
+    // plus our capped receive buffer, which Linux doubles), the one frame (≤ 1 MiB) it may be
+    // in the middle of writing, and 8 MiB of slack for the time a loaded machine takes to
+    // schedule the proxy thread that reads the Ping while we keep reading.
+    let pong_within = tcp_wmem_max() + 2 * RECV_BUFFER + (9 << 20);
+    // 64 MiB, or more on a machine with larger TCP buffers, so that Pings fit in.
+    let total = (64 << 20).max(pong_within + (32 << 20));
+    // Pings go out every 8 MiB without waiting for earlier Pongs, the last one with more than
+    // `pong_within` + 8 MiB to come: it must reach the proxy while it is still relaying, or
+    // the proxy may rightly send its Close (and nothing after it) first. A Pong queued behind
+    // the download would arrive more than `pong_within` behind its Ping.
+    let ping_at: Vec<usize> = (0..)
+        .map(|k| (1 << 20) + k * (8 << 20))
+        .take_while(|at| at + pong_within + (8 << 20) < total)
+        .collect();
+    assert!(ping_at.len() >= 3, "{ping_at:?}");
     let proxy = Proxy::start(&[]);
     // A prime-length block so the pattern never lines up with frame boundaries.
     let block = Rng::for_test("download block").bytes(1_048_573);
-    let source = SourceServer::repeating(block.clone(), TOTAL);
+    let source = SourceServer::repeating(block.clone(), total);
     let mut client = RawHybiClient::connect(proxy.addr, &source.target(), 13, Some("binary"));
-    // Without a cap, Linux lets a receive buffer grow to net.ipv4.tcp_rmem's maximum (32 MiB on
-    // some machines), and the proxy could finish the download before a Ping reached it.
-    let socket = socket2::SockRef::from(&client.conn.stream);
-    socket.set_recv_buffer_size(256 << 10).expect("SO_RCVBUF");
-    // How far behind its Ping a Pong may arrive in the stream: what the proxy can have written
-    // before the Ping reached it (its send buffer, which Linux grows up to tcp_wmem's maximum,
-    // plus our capped receive buffer), the one frame (≤ 1 MiB) it may be in the middle of
-    // writing, and 8 MiB of slack for the time a loaded machine takes to schedule the proxy
-    // thread that reads the Ping while we keep reading. A Pong queued behind the download
-    // would arrive 23 MiB or more behind its Ping.
-    let pong_within = tcp_wmem_max() + socket.recv_buffer_size().expect("SO_RCVBUF") + (9 << 20);
-    // The last Ping must reach the proxy while it is still relaying, or it may rightly send
-    // its Close (and nothing after it) first.
-    assert!(
-        PING_AT[PING_AT.len() - 1] + pong_within < TOTAL,
-        "this machine's TCP buffers ({pong_within} bytes in flight) are too large for the test"
-    );
+    socket2::SockRef::from(&client.conn.stream)
+        .set_recv_buffer_size(RECV_BUFFER)
+        .expect("SO_RCVBUF");
 
     let mut received = 0usize;
     let mut frames = 0usize;
@@ -507,7 +510,7 @@ fn ping_is_answered_promptly_during_64mib_download() {
                 check_pattern(&block, received, &b);
                 received += b.len();
                 frames += 1;
-                while let Some(&at) = PING_AT.get(answered.len() + outstanding.len()) {
+                while let Some(&at) = ping_at.get(answered.len() + outstanding.len()) {
                     if received < at {
                         break;
                     }
@@ -515,10 +518,11 @@ fn ping_is_answered_promptly_during_64mib_download() {
                     client.send_ping(&payload);
                     outstanding.push_back((payload, received, Instant::now()));
                 }
-                // Read slowly-ish so the proxy's writer is back-pressured.
+                // Read slowly (about 128 MB/s) so the proxy's writer is back-pressured, and so
+                // that a proxy thread scheduled late costs few bytes of the Pong's budget.
                 if received - paced >= 1 << 20 {
                     paced = received;
-                    thread::sleep(Duration::from_millis(3));
+                    thread::sleep(Duration::from_millis(8));
                 }
             }
             WsMsg::Pong(p) => {
@@ -539,15 +543,15 @@ fn ping_is_answered_promptly_during_64mib_download() {
         }
     };
     eprintln!("Pongs (bytes behind their Ping, time): {answered:?}; {frames} frames");
-    assert_eq!(received, TOTAL, "every byte delivered before the Close");
+    assert_eq!(received, total, "every byte delivered before the Close");
     assert!(
         outstanding.is_empty(),
         "every Ping answered before the Close; unanswered: {outstanding:?}"
     );
-    assert_eq!(answered.len(), PING_AT.len());
+    assert_eq!(answered.len(), ping_at.len());
     assert_eq!(close.map(|c| c.0), Some(1000), "target EOF → Close 1000");
     assert!(
-        frames <= TOTAL / 4096,
-        "{frames} frames for {TOTAL} bytes: target reads should be large (≥16 KiB)"
+        frames <= total / 4096,
+        "{frames} frames for {total} bytes: target reads should be large (≥16 KiB)"
     );
 }
