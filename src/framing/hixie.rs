@@ -334,46 +334,15 @@ impl FrameEncoder for HixieEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-
-    struct Trickle {
-        data: Vec<u8>,
-        at: usize,
-        step: usize,
-    }
-
-    impl Readable for Trickle {}
-
-    impl Read for Trickle {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.step.min(buf.len()).min(self.data.len() - self.at);
-            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
-            self.at += n;
-            Ok(n)
-        }
-    }
+    use crate::framing::test_support::{Trickle, collect};
 
     fn read_all(wire: &[u8], step: usize, limits: Limits) -> (Vec<u8>, Vec<String>) {
-        let source = Trickle {
-            data: wire.to_vec(),
-            at: 0,
-            step,
-        };
-        let mut reader = HixieReader::new(1, source, &[], limits);
-        let (mut data, mut events) = (Vec::new(), Vec::new());
-        loop {
-            match reader.next() {
-                Ok(Inbound::Data(d)) => data.extend_from_slice(d),
-                Ok(Inbound::Eof) => break,
-                Ok(other) => events.push(format!("{other:?}")),
-                Err(ReadError::Violation(v)) => {
-                    events.push(format!("violation {v}"));
-                    break;
-                }
-                Err(ReadError::Io(e)) => panic!("{e}"),
-            }
-        }
-        (data, events)
+        collect(&mut HixieReader::new(
+            1,
+            Trickle::new(wire, step),
+            &[],
+            limits,
+        ))
     }
 
     #[test]
@@ -395,11 +364,7 @@ mod tests {
     fn frames_read_together_are_handed_on_as_one_piece() {
         // "hello", " world" and "!" in three frames, a closing handshake, then garbage.
         let wire = b"\x00aGVsbG8=\xff\x00IHdvcmxk\xff\x00IQ==\xff\xff\x00\x00*\xff";
-        let source = Trickle {
-            data: wire.to_vec(),
-            at: 0,
-            step: usize::MAX,
-        };
+        let source = Trickle::new(wire.to_vec(), usize::MAX);
         let mut reader = HixieReader::new(1, source, &[], Limits::default());
         assert!(matches!(reader.next(), Ok(Inbound::Data(b"hello world!"))));
         assert!(matches!(reader.next(), Ok(Inbound::Close(None))));

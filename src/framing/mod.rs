@@ -19,6 +19,8 @@ pub mod base64_stream;
 pub mod hixie;
 pub mod mask;
 pub mod rfc6455;
+#[cfg(test)]
+mod test_support;
 
 use std::fmt;
 use std::io;

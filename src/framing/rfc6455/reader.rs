@@ -542,11 +542,7 @@ mod tests {
         wire.extend(client_frame(0x2, true, b"after"));
         wire.extend([0x82, 0x01, b'x']); // unmasked: a violation
         wire.extend(client_frame(0x2, true, b"never"));
-        let source = Trickle {
-            data: wire,
-            at: 0,
-            step: usize::MAX,
-        };
+        let source = Trickle::new(wire, usize::MAX);
         let mut reader = Rfc6455Reader::new(1, source, &[], Limits::default());
         // One read brought everything: five frames' payloads come as one piece, the
         // headers between them squeezed out ...
@@ -595,7 +591,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(wire in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), step in 1usize..50) {
-            let source = Trickle { data: wire, at: 0, step };
+            let source = Trickle::new(wire, step);
             let mut reader = Rfc6455Reader::new(1, source, &[], Limits::default());
             for _ in 0..1000 {
                 match reader.next() {

@@ -1,11 +1,9 @@
-//! Test helpers: client frames as a browser would send them, and a source that delivers
+//! Test helpers: client frames as a browser would send them, and the RFC 6455 reader fed
 //! them a few bytes at a time.
 
-use std::io::{self, Read};
-
 use super::Rfc6455Reader;
-use crate::framing::{ClientReader, Inbound, Limits, ReadError};
-use crate::socket::Readable;
+use crate::framing::Limits;
+pub(super) use crate::framing::test_support::{Trickle, collect};
 
 /// A client frame as a browser would send it.
 pub(super) fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
@@ -27,44 +25,8 @@ pub(super) fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// Delivers bytes `step` at a time, to exercise every split point.
-pub(super) struct Trickle {
-    pub(super) data: Vec<u8>,
-    pub(super) at: usize,
-    pub(super) step: usize,
-}
-
-impl Readable for Trickle {}
-
-impl Read for Trickle {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.step.min(buf.len()).min(self.data.len() - self.at);
-        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
 /// Reads everything, returning the data forwarded and the other events.
 pub(super) fn read_all(wire: Vec<u8>, step: usize) -> (Vec<u8>, Vec<String>) {
-    let source = Trickle {
-        data: wire,
-        at: 0,
-        step,
-    };
-    let mut reader = Rfc6455Reader::new(1, source, &[], Limits::default());
-    let (mut data, mut events) = (Vec::new(), Vec::new());
-    loop {
-        match reader.next() {
-            Ok(Inbound::Data(d)) => data.extend_from_slice(d),
-            Ok(Inbound::Eof) => break,
-            Ok(other) => events.push(format!("{other:?}")),
-            Err(ReadError::Violation(v)) => {
-                events.push(format!("violation {v}"));
-                break;
-            }
-            Err(ReadError::Io(e)) => panic!("{e}"),
-        }
-    }
-    (data, events)
+    let mut reader = Rfc6455Reader::new(1, Trickle::new(wire, step), &[], Limits::default());
+    collect(&mut reader)
 }
