@@ -1,7 +1,7 @@
 //! The two pumps: upload (client → target) and download (target → client), one per thread.
 //!
 //! Each is a loop over one kind of event, and each ends the tunnel its own way (RFC 6455
-//! §7.1, draft-76 §5.3; see the table in the parent module):
+//! §7.1, draft-76 §5.3; the closing rules are listed in the parent module):
 //! - the **upload pump** reads client events ([`ClientReader`]) and writes decoded bytes to the
 //!   target; a client Close is answered and ends the client side; a read timeout is the moment
 //!   to check the [`Clock`];
