@@ -500,8 +500,9 @@ fn parse_close(payload: &[u8]) -> Result<Option<CloseInfo>, ReadError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{Trickle, client_frame, read_all};
     use super::*;
+    use crate::framing::rfc6455::test_support::{client_frame, read_all};
+    use crate::framing::test_support::Trickle;
 
     #[test]
     fn binary_and_base64_text_frames_at_every_split() {

@@ -3,7 +3,7 @@
 
 use super::Rfc6455Reader;
 use crate::framing::Limits;
-pub(super) use crate::framing::test_support::{Trickle, collect};
+use crate::framing::test_support::{Trickle, collect};
 
 /// A client frame as a browser would send it.
 pub(super) fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
