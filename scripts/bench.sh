@@ -67,7 +67,7 @@ if ((install)); then
 fi
 
 # Build wsproxy and wsbench in release mode (wsbench finds wsproxy next to itself).
-cargo build --release --bins
+cargo build --release --workspace --bins
 
 # The idle-tunnel test holds thousands of sockets: two descriptors per tunnel in wsbench,
 # two in the proxy. Raise the open-files soft limit to the hard limit; the proxies that

@@ -9,7 +9,7 @@ scripts/setup-test-deps.sh
 
 echo "== cargo test"
 cargo build --bins
-cargo test --all-targets
+cargo test --workspace --all-targets
 
 echo "== node --test tests/js (wsproxy.js codecs)"
 node --test tests/js/
