@@ -35,6 +35,7 @@ pub mod http;
 pub mod listener;
 pub mod origin;
 pub mod policy;
+pub mod proxy_protocol;
 pub mod shutdown;
 pub mod socket;
 pub mod static_files;
