@@ -25,6 +25,7 @@
 // (`cargo doc --document-private-items`); public items may link to them.
 #![allow(rustdoc::private_intra_doc_links)]
 
+pub mod auth;
 pub mod buffers;
 pub mod cli;
 pub mod config;
