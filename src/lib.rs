@@ -33,6 +33,7 @@ pub mod connection;
 pub mod framing;
 pub mod handshake;
 pub mod http;
+pub mod json_log;
 pub mod listener;
 pub mod origin;
 pub mod policy;
