@@ -40,6 +40,7 @@ pub mod policy;
 pub mod proxy_protocol;
 pub mod shutdown;
 pub mod socket;
+pub mod socket_activation;
 pub mod static_files;
 pub mod target;
 pub mod tls;
