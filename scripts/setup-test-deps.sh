@@ -2,12 +2,15 @@
 # Installs what the test suite needs beyond cargo, on a fresh Debian machine:
 #   - Debian's chromium (real-browser tests; test tools cannot download browsers here),
 #   - a VNC server and X utilities (the noVNC end-to-end test),
+#   - HAProxy (wsproxy behind a real load balancer, PROXY protocol), apache2-utils
+#     (`htpasswd -B` makes the auth tests' files), systemd (systemd-socket-activate,
+#     systemd-analyze for the unit files),
 #   - playwright-core and noVNC from npm (tests/browser/node_modules).
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(chromium libnss3-tools tigervnc-standalone-server x11-xserver-utils x11-utils xfonts-base fonts-wqy-microhei openssl)
+apt_packages=(chromium libnss3-tools tigervnc-standalone-server x11-xserver-utils x11-utils xfonts-base fonts-wqy-microhei openssl haproxy apache2-utils systemd)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     # (dpkg -s also succeeds for removed packages that left config files behind.)

@@ -25,6 +25,7 @@
 // (`cargo doc --document-private-items`); public items may link to them.
 #![allow(rustdoc::private_intra_doc_links)]
 
+pub mod auth;
 pub mod buffers;
 pub mod cli;
 pub mod config;
@@ -32,11 +33,14 @@ pub mod connection;
 pub mod framing;
 pub mod handshake;
 pub mod http;
+pub mod json_log;
 pub mod listener;
 pub mod origin;
 pub mod policy;
+pub mod proxy_protocol;
 pub mod shutdown;
 pub mod socket;
+pub mod socket_activation;
 pub mod static_files;
 pub mod target;
 pub mod tls;

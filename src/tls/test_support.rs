@@ -1,5 +1,6 @@
 //! Test scaffolding shared by the `tls` unit tests: a throwaway test PKI (a CA and a server
-//! certificate it signed), loopback TCP and TLS pairs, and data helpers.
+//! certificate it signed), a CA for client certificates and clients that present one,
+//! loopback TCP and TLS pairs, and data helpers.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -9,9 +10,12 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{ClientConfig, RootCertStore};
 
 use super::{TlsClient, TlsReader, TlsServer, TlsWriter};
 use crate::socket::SharedSocket;
@@ -72,8 +76,8 @@ pub(super) fn make_pki(tag: &str, org: &str) -> Pki {
     }
 }
 
-/// (CA DER, server chain PEM, server key PEM (PKCS#8), CA PEM).
-pub(super) fn issue(org: &str) -> (CertificateDer<'static>, String, String, String) {
+/// A self-signed CA: (its certificate, the issuer that signs with it).
+fn make_ca(org: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -88,7 +92,12 @@ pub(super) fn issue(org: &str) -> (CertificateDer<'static>, String, String, Stri
     ];
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
+    (ca_cert, Issuer::new(ca_params, ca_key))
+}
+
+/// (CA DER, server chain PEM, server key PEM (PKCS#8), CA PEM).
+pub(super) fn issue(org: &str) -> (CertificateDer<'static>, String, String, String) {
+    let (ca_cert, issuer) = make_ca(org);
 
     let mut params =
         CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]).unwrap();
@@ -108,6 +117,76 @@ pub(super) fn issue(org: &str) -> (CertificateDer<'static>, String, String, Stri
         key.serialize_pem(),
         ca_cert.pem(),
     )
+}
+
+/// A CA for client certificates (`--client-ca`), and the certificates it issues.
+pub(super) struct ClientCa {
+    /// The CA certificate, PEM.
+    pub(super) pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A client certificate chain (leaf only) and its key.
+pub(super) type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+impl ClientCa {
+    pub(super) fn new(org: &str) -> ClientCa {
+        let (cert, issuer) = make_ca(org);
+        ClientCa {
+            pem: cert.pem(),
+            issuer,
+        }
+    }
+
+    /// A client certificate for `common_name` (with `clientAuth` usage), signed by this CA.
+    pub(super) fn issue(&self, common_name: &str, org: &str) -> ClientIdentity {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    /// A client certificate with an empty subject and only an e-mail SAN.
+    pub(super) fn issue_san_only(&self, email: &str) -> ClientIdentity {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.subject_alt_names = vec![rcgen::SanType::Rfc822Name(email.try_into().unwrap())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    fn sign(&self, params: CertificateParams) -> ClientIdentity {
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (vec![cert.der().clone()], key)
+    }
+}
+
+/// A client that trusts `ca` and presents `identity` when asked, offering only `versions`.
+pub(super) fn client_with_cert(
+    ca: &CertificateDer<'static>,
+    identity: ClientIdentity,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> TlsClient {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let (chain, key) = identity;
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+    TlsClient {
+        config: Arc::new(config),
+    }
 }
 
 pub(super) fn client_for(ca: &CertificateDer<'static>) -> TlsClient {
@@ -136,6 +215,18 @@ pub(super) fn tls_pair(
     client: &TlsClient,
     name: &str,
 ) -> Result<(Halves, Halves), String> {
+    let (client_side, server_side) = tls_outcomes(server, client, name);
+    Ok((client_side?, server_side?))
+}
+
+/// Both sides' results of one TLS handshake over loopback: (client, server). In TLS 1.3 the
+/// client is done before the server has checked its certificate, so a refused client
+/// certificate shows on the server side only.
+pub(super) fn tls_outcomes(
+    server: &TlsServer,
+    client: &TlsClient,
+    name: &str,
+) -> (Result<Halves, String>, Result<Halves, String>) {
     let (c, s) = tcp_pair();
     let (client_sock, server_sock) = (SharedSocket::new(c), SharedSocket::new(s));
     let accepting = {
@@ -148,7 +239,7 @@ pub(super) fn tls_pair(
     };
     let server_side = server.accept(server_sock, soon(10));
     let client_side = accepting.join().unwrap();
-    Ok((client_side?, server_side?))
+    (client_side, server_side)
 }
 
 pub(super) fn pattern(seed: u64, n: usize) -> Vec<u8> {
