@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -62,6 +63,8 @@ OPTIONS
                              ones close the tunnel with code 1009.
         --max-frame-size BYTES
                              Largest frame a client may send (default 16777216).
+    SECS is a number of seconds from 0.001 to 31536000 (a year), fractions allowed;
+    BYTES is 1 to 1099511627776 (1 TiB). Values out of range stop wsproxy at start.
 
 TARGETS
     By default the client names the target in the path: ws://PROXY/<host>:<port>
@@ -200,10 +203,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     if let Some(secs) = seconds(&mut args, "--connect-timeout")? {
         config.connect_timeout = secs;
     }
-    if let Some(bytes) = value(&mut args, "--max-message-size", "a number of bytes")? {
+    if let Some(bytes) = number(&mut args, "--max-message-size", BYTES, "bytes")? {
         config.limits.max_message = bytes;
     }
-    if let Some(bytes) = value(&mut args, "--max-frame-size", "a number of bytes")? {
+    if let Some(bytes) = number(&mut args, "--max-frame-size", BYTES, "bytes")? {
         config.limits.max_frame = bytes;
     }
     config.idle_timeout = seconds(&mut args, "--idle-timeout")?;
@@ -214,10 +217,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     if let Some(secs) = seconds(&mut args, "--shutdown-grace")? {
         config.shutdown_grace = secs;
     }
-    if let Some(n) = value(&mut args, "--max-connections", "a number of connections")? {
+    if let Some(n) = number(&mut args, "--max-connections", CONNECTIONS, "connections")? {
         config.max_connections = n;
     }
-    if let Some(n) = value(&mut args, "--spare-threads", "a number of threads")? {
+    if let Some(n) = number(&mut args, "--spare-threads", SPARE_THREADS, "threads")? {
         config.spare_threads = n;
     }
 
@@ -365,14 +368,49 @@ impl From<[&'static str; 2]> for FlagName {
     }
 }
 
+/// Every `SECS` option: from a millisecond (socket timeouts are no finer) to a year.
+const SECONDS: RangeInclusive<f64> = 0.001..=31_536_000.0;
+/// `--max-frame-size` and `--max-message-size`: a byte to a TiB (far beyond any real message,
+/// and small enough that sums of frame lengths cannot overflow).
+const BYTES: RangeInclusive<u64> = 1..=1 << 40;
+/// `--max-connections`: each tunnel needs two descriptors, and Linux allows a process at most
+/// about a million (`fs.nr_open`).
+const CONNECTIONS: RangeInclusive<usize> = 1..=1_000_000;
+/// `--spare-threads`: 0 (none) to far more than a machine would keep idle.
+const SPARE_THREADS: RangeInclusive<usize> = 0..=10_000;
+
+/// An optional `SECS` flag, a decimal number in [`SECONDS`].
 fn seconds(args: &mut pico_args::Arguments, key: &'static str) -> Result<Option<Duration>, String> {
-    let secs: Option<f64> = value(args, key, "a number of seconds")?;
+    let (lo, hi) = (SECONDS.start(), SECONDS.end());
+    let expected = format!("a number of seconds from {lo} to {hi}");
+    let secs: Option<f64> = value(args, key, &expected)?;
     match secs {
-        Some(s) if !(s.is_finite() && s > 0.0) => Err(format!(
-            "bad value for '{key}': {s} (expected a positive number of seconds)"
-        )),
+        // (NaN, infinities and negative zero are outside the range too.)
+        Some(s) if !SECONDS.contains(&s) => {
+            Err(format!("bad value for '{key}': {s} (expected {expected})"))
+        }
         Some(s) => Ok(Some(Duration::from_secs_f64(s))),
         None => Ok(None),
+    }
+}
+
+/// An optional integer flag whose value must lie in `range` (`unit` names what it counts).
+fn number<T>(
+    args: &mut pico_args::Arguments,
+    key: &'static str,
+    range: RangeInclusive<T>,
+    unit: &str,
+) -> Result<Option<T>, String>
+where
+    T: FromStr + PartialOrd + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    let expected = format!("{} to {} {unit}", range.start(), range.end());
+    match value::<T>(args, key, &expected)? {
+        Some(n) if !range.contains(&n) => {
+            Err(format!("bad value for '{key}': {n} (expected {expected})"))
+        }
+        other => Ok(other),
     }
 }
 
@@ -498,6 +536,58 @@ mod tests {
     }
 
     #[test]
+    fn numeric_options_are_range_checked() {
+        for secs in [
+            "--handshake-timeout",
+            "--connect-timeout",
+            "--idle-timeout",
+            "--heartbeat",
+            "--close-timeout",
+            "--shutdown-grace",
+        ] {
+            for bad in [
+                "0", "-1", "NaN", "inf", "-inf", "1e300", "0.0001", "31536001", "-0",
+            ] {
+                let error = run(&[secs, bad]).unwrap_err();
+                assert!(
+                    error.starts_with(&format!("bad value for '{secs}'")),
+                    "{secs} {bad}: {error}"
+                );
+            }
+            assert!(
+                run(&[secs, "0.001"]).is_ok() && run(&[secs, "31536000"]).is_ok(),
+                "{secs}"
+            );
+        }
+        for (flag, lo, hi) in [
+            ("--max-message-size", "1", "1099511627776"),
+            ("--max-frame-size", "1", "1099511627776"),
+            ("--max-connections", "1", "1000000"),
+            ("--spare-threads", "0", "10000"),
+        ] {
+            assert!(
+                run(&[flag, lo]).is_ok() && run(&[flag, hi]).is_ok(),
+                "{flag}"
+            );
+            let above: u128 = hi.parse::<u128>().unwrap() + 1;
+            for bad in [
+                above.to_string(),
+                "-1".into(),
+                "1e3".into(),
+                "99999999999999999999999".into(),
+                "NaN".into(),
+            ] {
+                let error = run(&[flag, &bad]).unwrap_err();
+                assert!(
+                    error.contains(&format!("expected {lo} to {hi}")),
+                    "{flag} {bad}: {error}"
+                );
+            }
+        }
+        assert!(run(&["--max-connections", "0"]).is_err());
+    }
+
+    #[test]
     fn bad_input_is_a_one_line_error() {
         assert_eq!(
             run(&["--frobnicate"]).unwrap_err(),
@@ -518,9 +608,11 @@ mod tests {
         assert!(
             run(&["--connect-timeout", "-1"])
                 .unwrap_err()
-                .contains("positive")
+                .contains("expected a number of seconds from 0.001 to 31536000")
         );
         for error in [
+            run(&["--handshake-timeout", "1e300"]).unwrap_err(),
+            run(&["--max-connections", "0"]).unwrap_err(),
             run(&["--frobnicate"]).unwrap_err(),
             run(&["-p", "x"]).unwrap_err(),
         ] {
