@@ -26,6 +26,7 @@ use crate::framing::rfc6455::{Rfc6455Encoder, Rfc6455Reader};
 use crate::framing::{ClientReader, CloseInfo, Controls, FrameEncoder, Wire, close_code};
 use crate::handshake::{self, Accepted, Generation, RequestKind, Scheme};
 use crate::http::{self, Deadline, HeadError, Refusal, Request};
+use crate::logging::escape;
 use crate::socket::{Readable, SharedSocket, lingering_close};
 use crate::static_files;
 use crate::target::{self, Target};
@@ -83,9 +84,9 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
         Err(HeadError::Refused(refusal)) => return refuse(id, peer, &client, writer, &refusal),
     };
     if log_enabled!(log::Level::Debug) {
-        debug!("[#{id}] {peer} > {}", request.request_line());
+        debug!("[#{id}] {peer} > {}", escape(&request.request_line()));
         for (name, value) in &request.headers {
-            debug!("[#{id}] {peer} > {name}: {value}");
+            debug!("[#{id}] {peer} > {}: {}", escape(name), escape(value));
         }
     }
 
@@ -135,7 +136,7 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
     let (target_socket, target_reader, target_writer) = match connected {
         Ok(connected) => connected,
         Err(why) => {
-            info!("[#{id}] {peer} → {target} via {protocol}: {why}");
+            info!("[#{id}] {peer} → {target} via {}: {why}", escape(&protocol));
             // 1011 rather than 1014 (Bad Gateway): some clients, tungstenite among them,
             // reject 1014 as a protocol error and lose the reason.
             let close = CloseInfo {
@@ -149,7 +150,10 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
         }
     };
     let target_addr = describe_peer(&target_socket.0);
-    info!("[#{id}] open {peer} → {target} ({target_addr}) via {protocol}");
+    info!(
+        "[#{id}] open {peer} → {target} ({target_addr}) via {}",
+        escape(&protocol)
+    );
 
     let (reader, encoder) = framing_for(id, &accepted, reader, &leftover, config);
     let report = tunnel::run(Tunnel {
@@ -173,7 +177,7 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
         started.elapsed().as_secs_f64(),
         report.bytes_up,
         report.bytes_down,
-        report.ending
+        escape(&report.ending)
     );
 }
 
@@ -211,7 +215,7 @@ fn open_transport(
     }
     match server.accept(client.clone(), deadline.at) {
         Ok((reader, writer)) => {
-            debug!("[#{id}] {peer}: TLS {}", reader.info());
+            debug!("[#{id}] {peer}: TLS {}", escape(&reader.info().to_string()));
             Some(Transport {
                 reader: Box::new(reader),
                 writer: Box::new(writer),
@@ -219,7 +223,7 @@ fn open_transport(
             })
         }
         Err(why) => {
-            info!("[#{id}] {peer}: {why}");
+            info!("[#{id}] {peer}: {}", escape(&why));
             None
         }
     }
@@ -312,7 +316,7 @@ fn upgrade(
     };
     let accepted = handshake::accept(request, generation, key3, scheme)?;
     for line in &accepted.transcript {
-        debug!("[#{id}] {line}");
+        debug!("[#{id}] {}", escape(line));
     }
     Ok(Some(Upgraded {
         accepted,
@@ -341,7 +345,7 @@ fn choose_target(request: &Request, config: &Config) -> Result<Target, Refusal> 
                 })?;
             match targets.lookup(&token) {
                 Ok(Some(found)) => target::parse_host_port(&found).map_err(|e| {
-                    warn!("token '{token}' has a bad target: {e}");
+                    warn!("token '{}' has a bad target: {e}", escape(&token));
                     Refusal::new(
                         500,
                         "the token's target is misconfigured (see the proxy's log)",
@@ -380,7 +384,10 @@ fn serve_plain_http(
     }
     match static_files::serve(&config.web, &request.method, &request.resource, &mut writer) {
         Ok(status) => {
-            info!("[#{id}] {peer} {} → {status}", request.request_line());
+            info!(
+                "[#{id}] {peer} {} → {status}",
+                escape(&request.request_line())
+            );
             let _ = writer.flush();
             // For TLS, dropping the writer sends close_notify before our FIN.
             drop(writer);
@@ -473,7 +480,8 @@ fn refuse(
 ) {
     info!(
         "[#{id}] {peer} refused: {} {}",
-        refusal.status, refusal.reason
+        refusal.status,
+        escape(&refusal.reason)
     );
     if http::write_refusal(&mut writer, refusal).is_ok() {
         // For TLS, dropping the writer sends close_notify before our FIN.

@@ -33,6 +33,7 @@ pub mod framing;
 pub mod handshake;
 pub mod http;
 pub mod listener;
+pub mod logging;
 pub mod origin;
 pub mod policy;
 pub mod shutdown;
