@@ -27,6 +27,7 @@ use crate::framing::{ClientReader, CloseInfo, Controls, FrameEncoder, Wire, clos
 use crate::handshake::{self, Accepted, Generation, RequestKind, Scheme};
 use crate::http::{self, Deadline, HeadError, Refusal, Request};
 use crate::logging::escape;
+use crate::resolve;
 use crate::socket::{Readable, SharedSocket, lingering_close};
 use crate::static_files;
 use crate::target::{self, Target};
@@ -244,7 +245,7 @@ fn open_target(
         Some(client) => {
             let deadline = Instant::now() + config.connect_timeout;
             let (reader, writer) = client
-                .connect(socket.clone(), &target.host, deadline)
+                .connect(socket.clone(), &target.host.to_string(), deadline)
                 .map_err(|e| format!("TLS to {target}: {e}"))?;
             Ok((socket, Box::new(reader), Box::new(writer)))
         }
@@ -282,26 +283,14 @@ fn upgrade(
         .origins
         .check_origin(handshake::origin(request, generation), host)?;
     let target = choose_target(request, config)?;
-    // Check the name before looking it up, then resolve once and connect only to addresses
-    // the policy let through (no second lookup). A name the rules allow as such but that does
-    // not resolve is reported after the handshake, like a failed connect.
-    let policy = &config.policy;
-    policy
+    // Check the name before looking it up (nothing the rules forbid is looked up), then
+    // resolve once and connect only to addresses the policy let through (no second lookup).
+    config
+        .policy
         .check_name(&target)
         .map_err(|why| Refusal::new(403, why))?;
-    let addresses = match target::resolve(&target) {
-        Ok(addrs) => Ok(policy
-            .permitted(&target, &addrs)
-            .map_err(|why| Refusal::new(403, why))?),
-        Err(why) if policy.may_report_lookup_failure(&target) => Err(why),
-        Err(_) => {
-            return Err(Refusal::new(
-                403,
-                format!("target {target} not allowed: matches no --allow rule"),
-            ));
-        }
-    };
-
+    // hixie-76's key3 is part of the request: read it before the lookup takes its share of
+    // the deadline.
     let key3 = if generation == Generation::Hixie76 {
         match http::read_body_exact(&mut leftover, reader, 8, deadline) {
             Ok(body) => Some(<[u8; 8]>::try_from(body.as_slice()).expect("read exactly 8 bytes")),
@@ -314,6 +303,7 @@ fn upgrade(
     } else {
         None
     };
+    let addresses = resolve_and_check(id, &target, config, deadline.at)?;
     let accepted = handshake::accept(request, generation, key3, scheme)?;
     for line in &accepted.transcript {
         debug!("[#{id}] {}", escape(line));
@@ -324,6 +314,40 @@ fn upgrade(
         addresses,
         leftover,
     }))
+}
+
+/// The end of step 3: resolve the target (waiting at most until the handshake deadline) and
+/// keep the addresses the policy lets through.
+///
+/// What a refused client is told depends on what decided: when only its request and the
+/// rules did (an IP literal, `localhost`), the reason names the rule; when a lookup did, every
+/// outcome — an address refused, no such name, no answer in time — gets the same
+/// `target NAME:PORT not allowed`, and only the log says which, so the answers cannot tell a
+/// client which internal names exist. A failed lookup is reported after the handshake
+/// (`Err` inside `Ok`, a Close 1011) only when the rules' verdict could not depend on
+/// addresses ([`crate::policy::Policy::may_report_lookup_failure`]).
+fn resolve_and_check(
+    id: u64,
+    target: &Target,
+    config: &Config,
+    deadline: Instant,
+) -> Result<Result<Vec<SocketAddr>, String>, Refusal> {
+    let policy = &config.policy;
+    let not_allowed = |why: &str| {
+        info!("[#{id}] {why}");
+        Refusal::new(403, format!("target {target} not allowed"))
+    };
+    match resolve::resolve(target, deadline) {
+        Ok(resolved) => match policy.permitted(target, &resolved.addrs) {
+            Ok(addrs) => Ok(Ok(addrs)),
+            Err(why) if resolved.source.is_lookup() => Err(not_allowed(&why)),
+            Err(why) => Err(Refusal::new(403, why)),
+        },
+        Err(failure) if policy.may_report_lookup_failure(target) => Ok(Err(failure.to_string())),
+        Err(failure) => Err(not_allowed(&format!(
+            "target {target} not allowed: {failure}"
+        ))),
+    }
 }
 
 /// Where this tunnel goes: the path, the fixed `--target`, or the token's target.
@@ -344,13 +368,7 @@ fn choose_target(request: &Request, config: &Config) -> Result<Target, Refusal> 
                     })
                 })?;
             match targets.lookup(&token) {
-                Ok(Some(found)) => target::parse_host_port(&found).map_err(|e| {
-                    warn!("token '{}' has a bad target: {e}", escape(&token));
-                    Refusal::new(
-                        500,
-                        "the token's target is misconfigured (see the proxy's log)",
-                    )
-                }),
+                Ok(Some(found)) => Ok(found),
                 Ok(None) => Err(Refusal::new(404, format!("token '{token}' not found"))),
                 // The detail names server files: log it, do not send it to the client.
                 Err(e) => {
