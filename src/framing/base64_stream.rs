@@ -185,6 +185,12 @@ impl Base64Stream {
             if is_space(byte) {
                 return Err(format!("invalid Base64 at offset {offset}: whitespace"));
             }
+            if !(byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/' | b'=')) {
+                return Err(format!(
+                    "invalid Base64 at offset {offset}: {}",
+                    describe_byte(byte)
+                ));
+            }
             if self.padded {
                 return Err(after_padding(offset));
             }
@@ -240,6 +246,15 @@ fn after_padding(offset: u64) -> String {
     format!("invalid Base64 at offset {offset}: data after '=' padding")
 }
 
+/// `byte 0x2a '*'` (the character only when it is printable ASCII).
+fn describe_byte(byte: u8) -> String {
+    if byte.is_ascii_graphic() {
+        format!("byte 0x{byte:02x} '{}'", byte as char)
+    } else {
+        format!("byte 0x{byte:02x}")
+    }
+}
+
 /// The decoder's error in words, at its offset within the message.
 fn explain(error: DecodeSliceError, offset: impl Fn(usize) -> u64) -> String {
     match error {
@@ -250,14 +265,10 @@ fn explain(error: DecodeSliceError, offset: impl Fn(usize) -> u64) -> String {
             )
         }
         DecodeSliceError::DecodeError(DecodeError::InvalidByte(i, byte)) => {
-            let shown = if byte.is_ascii_graphic() {
-                format!(" '{}'", byte as char)
-            } else {
-                String::new()
-            };
             format!(
-                "invalid Base64 at offset {}: byte 0x{byte:02x}{shown}",
-                offset(i)
+                "invalid Base64 at offset {}: {}",
+                offset(i),
+                describe_byte(byte)
             )
         }
         DecodeSliceError::DecodeError(DecodeError::InvalidLastSymbol { offset: i, .. }) => format!(
