@@ -82,14 +82,21 @@ SAFETY (see README.md, section \"Security model\")
                              HOST is a name, *.suffix, *, an IP, or a CIDR (10.0.0.0/8,
                              [fd00::]/8); PORTS is a port, a range 8000-8100, a list
                              80,443 or *. The name AND every address it resolves to are
-                             checked; only passing addresses are connected to.
+                             checked; only passing addresses are connected to. 0.0.0.0 and
+                             :: count as 127.0.0.1 and ::1 (where Linux connects them),
+                             ::ffff:a.b.c.d as a.b.c.d, and IPv4 rules also cover the NAT64,
+                             6to4 and IPv4-compatible forms. Names are resolved as absolute
+                             names (/etc/hosts, then DNS as NAME.): resolv.conf's search
+                             domains never apply; lookups end at the handshake deadline.
         --deny RULE          Refuse targets matching RULE (repeatable); deny wins.
         --policy FILE        Read rules from FILE: 'allow RULE' or 'deny RULE' per line
                              (a bare RULE allows), '#' comments.
                              Without --allow, every target is allowed -- which wsproxy only
                              permits when listening on loopback. On any other address it
                              refuses to start without --allow ('--allow *:*' opts in to an
-                             open proxy explicitly). Refused targets get 403.
+                             open proxy explicitly). Refused targets get 403; when a
+                             lookup decided, the reason is only \"not allowed\" (details in
+                             the log), whether the name exists or not.
         --origin PATTERN     Accept browser Origins matching PATTERN (repeatable): *, or
                              scheme://host[:port] with host *.suffix or port * allowed.
                              Default: no Origin (non-browser clients) passes; a browser
@@ -152,6 +159,8 @@ SUBPROTOCOLS (RFC 6455 and hybi; the client's most preferred supported one is ch
     binary             raw bytes in binary frames (websockify, noVNC 0.6-1.1)
     (none)             raw bytes in binary frames; text frames from the client are Base64
     hixie-75/76 always carry Base64 text; websockets-proxy or base64 is echoed if asked for.
+    Spaces, tabs, CR and LF inside Base64 are ignored (websocat -t sends lines with their
+    newline); other bytes outside the alphabet close with 1007 naming their offset.
 
 CLOSING
     target closes        all data delivered, then Close 1000 \"target closed\"

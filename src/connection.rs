@@ -5,8 +5,8 @@
 //! 2. decide what it is ([`crate::handshake::classify`]): plain HTTP (answered from
 //!    [`crate::static_files`]) or a WebSocket handshake of some generation;
 //! 3. admit it: Host and Origin ([`crate::origin`]), the target (from the path, `--target` or a
-//!    token, [`crate::tokens`]), resolved once and checked against the policy
-//!    ([`crate::policy`]);
+//!    token, [`crate::tokens`]), resolved once as exactly that name and within the handshake
+//!    deadline ([`crate::resolve`]), and checked against the policy ([`crate::policy`]);
 //! 4. complete the handshake ([`crate::handshake::accept`]) — any refusal before this point
 //!    is an HTTP error with a one-line reason;
 //! 5. connect to the target (after the handshake: a failure is reported in a Close frame,
