@@ -5,12 +5,14 @@
 #   - HAProxy (wsproxy behind a real load balancer, PROXY protocol), apache2-utils
 #     (`htpasswd -B` makes the auth tests' files), systemd (systemd-socket-activate,
 #     systemd-analyze for the unit files),
-#   - playwright-core and noVNC from npm (tests/browser/node_modules).
+#   - playwright-core and noVNC from npm (tests/browser/node_modules),
+#   - Python peers pinned in tests/peers/requirements.txt (pip --target tests/peers/python),
+#   - iproute2 and util-linux for the tests that run in private network namespaces.
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(chromium libnss3-tools tigervnc-standalone-server x11-xserver-utils x11-utils xfonts-base fonts-wqy-microhei openssl haproxy apache2-utils systemd)
+apt_packages=(iproute2 util-linux python3 python3-pip chromium libnss3-tools tigervnc-standalone-server x11-xserver-utils x11-utils xfonts-base fonts-wqy-microhei openssl haproxy apache2-utils systemd)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     # (dpkg -s also succeeds for removed packages that left config files behind.)
@@ -31,4 +33,14 @@ fi
 if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/@novnc/novnc ]; then
     echo "setup: npm install in tests/browser"
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Python's `websockets` (a real third-party client for the Base64 tests), pinned, private.
+peers_stamp=tests/peers/python/.requirements
+if ! cmp -s tests/peers/requirements.txt "$peers_stamp" 2>/dev/null; then
+    echo "setup: pip install --target tests/peers/python -r tests/peers/requirements.txt"
+    rm -rf tests/peers/python
+    python3 -m pip install --quiet --disable-pip-version-check --target tests/peers/python \
+        -r tests/peers/requirements.txt
+    cp tests/peers/requirements.txt "$peers_stamp"
 fi

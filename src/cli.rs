@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -62,6 +63,8 @@ OPTIONS
                              ones close the tunnel with code 1009.
         --max-frame-size BYTES
                              Largest frame a client may send (default 16777216).
+    SECS is a number of seconds from 0.001 to 31536000 (a year), fractions allowed;
+    BYTES is 1 to 1099511627776 (1 TiB). Values out of range stop wsproxy at start.
 
 TARGETS
     By default the client names the target in the path: ws://PROXY/<host>:<port>
@@ -79,14 +82,21 @@ SAFETY (see README.md, section \"Security model\")
                              HOST is a name, *.suffix, *, an IP, or a CIDR (10.0.0.0/8,
                              [fd00::]/8); PORTS is a port, a range 8000-8100, a list
                              80,443 or *. The name AND every address it resolves to are
-                             checked; only passing addresses are connected to.
+                             checked; only passing addresses are connected to. 0.0.0.0 and
+                             :: count as 127.0.0.1 and ::1 (where Linux connects them),
+                             ::ffff:a.b.c.d as a.b.c.d, and IPv4 rules also cover the NAT64,
+                             6to4 and IPv4-compatible forms. Names are resolved as absolute
+                             names (/etc/hosts, then DNS as NAME.): resolv.conf's search
+                             domains never apply; lookups end at the handshake deadline.
         --deny RULE          Refuse targets matching RULE (repeatable); deny wins.
         --policy FILE        Read rules from FILE: 'allow RULE' or 'deny RULE' per line
                              (a bare RULE allows), '#' comments.
                              Without --allow, every target is allowed -- which wsproxy only
                              permits when listening on loopback. On any other address it
                              refuses to start without --allow ('--allow *:*' opts in to an
-                             open proxy explicitly). Refused targets get 403.
+                             open proxy explicitly). Refused targets get 403; when a
+                             lookup decided, the reason is only \"not allowed\" (details in
+                             the log), whether the name exists or not.
         --origin PATTERN     Accept browser Origins matching PATTERN (repeatable): *, or
                              scheme://host[:port] with host *.suffix or port * allowed.
                              Default: no Origin (non-browser clients) passes; a browser
@@ -149,6 +159,8 @@ SUBPROTOCOLS (RFC 6455 and hybi; the client's most preferred supported one is ch
     binary             raw bytes in binary frames (websockify, noVNC 0.6-1.1)
     (none)             raw bytes in binary frames; text frames from the client are Base64
     hixie-75/76 always carry Base64 text; websockets-proxy or base64 is echoed if asked for.
+    Spaces, tabs, CR and LF inside Base64 are ignored (websocat -t sends lines with their
+    newline); other bytes outside the alphabet close with 1007 naming their offset.
 
 CLOSING
     target closes        all data delivered, then Close 1000 \"target closed\"
@@ -200,10 +212,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     if let Some(secs) = seconds(&mut args, "--connect-timeout")? {
         config.connect_timeout = secs;
     }
-    if let Some(bytes) = value(&mut args, "--max-message-size", "a number of bytes")? {
+    if let Some(bytes) = number(&mut args, "--max-message-size", BYTES, "bytes")? {
         config.limits.max_message = bytes;
     }
-    if let Some(bytes) = value(&mut args, "--max-frame-size", "a number of bytes")? {
+    if let Some(bytes) = number(&mut args, "--max-frame-size", BYTES, "bytes")? {
         config.limits.max_frame = bytes;
     }
     config.idle_timeout = seconds(&mut args, "--idle-timeout")?;
@@ -214,10 +226,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     if let Some(secs) = seconds(&mut args, "--shutdown-grace")? {
         config.shutdown_grace = secs;
     }
-    if let Some(n) = value(&mut args, "--max-connections", "a number of connections")? {
+    if let Some(n) = number(&mut args, "--max-connections", CONNECTIONS, "connections")? {
         config.max_connections = n;
     }
-    if let Some(n) = value(&mut args, "--spare-threads", "a number of threads")? {
+    if let Some(n) = number(&mut args, "--spare-threads", SPARE_THREADS, "threads")? {
         config.spare_threads = n;
     }
 
@@ -365,14 +377,49 @@ impl From<[&'static str; 2]> for FlagName {
     }
 }
 
+/// Every `SECS` option: from a millisecond (socket timeouts are no finer) to a year.
+const SECONDS: RangeInclusive<f64> = 0.001..=31_536_000.0;
+/// `--max-frame-size` and `--max-message-size`: a byte to a TiB (far beyond any real message,
+/// and small enough that sums of frame lengths cannot overflow).
+const BYTES: RangeInclusive<u64> = 1..=1 << 40;
+/// `--max-connections`: each tunnel needs two descriptors, and Linux allows a process at most
+/// about a million (`fs.nr_open`).
+const CONNECTIONS: RangeInclusive<usize> = 1..=1_000_000;
+/// `--spare-threads`: 0 (none) to far more than a machine would keep idle.
+const SPARE_THREADS: RangeInclusive<usize> = 0..=10_000;
+
+/// An optional `SECS` flag, a decimal number in [`SECONDS`].
 fn seconds(args: &mut pico_args::Arguments, key: &'static str) -> Result<Option<Duration>, String> {
-    let secs: Option<f64> = value(args, key, "a number of seconds")?;
+    let (lo, hi) = (SECONDS.start(), SECONDS.end());
+    let expected = format!("a number of seconds from {lo} to {hi}");
+    let secs: Option<f64> = value(args, key, &expected)?;
     match secs {
-        Some(s) if !(s.is_finite() && s > 0.0) => Err(format!(
-            "bad value for '{key}': {s} (expected a positive number of seconds)"
-        )),
+        // (NaN, infinities and negative zero are outside the range too.)
+        Some(s) if !SECONDS.contains(&s) => {
+            Err(format!("bad value for '{key}': {s} (expected {expected})"))
+        }
         Some(s) => Ok(Some(Duration::from_secs_f64(s))),
         None => Ok(None),
+    }
+}
+
+/// An optional integer flag whose value must lie in `range` (`unit` names what it counts).
+fn number<T>(
+    args: &mut pico_args::Arguments,
+    key: &'static str,
+    range: RangeInclusive<T>,
+    unit: &str,
+) -> Result<Option<T>, String>
+where
+    T: FromStr + PartialOrd + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    let expected = format!("{} to {} {unit}", range.start(), range.end());
+    match value::<T>(args, key, &expected)? {
+        Some(n) if !range.contains(&n) => {
+            Err(format!("bad value for '{key}': {n} (expected {expected})"))
+        }
+        other => Ok(other),
     }
 }
 
@@ -498,6 +545,58 @@ mod tests {
     }
 
     #[test]
+    fn numeric_options_are_range_checked() {
+        for secs in [
+            "--handshake-timeout",
+            "--connect-timeout",
+            "--idle-timeout",
+            "--heartbeat",
+            "--close-timeout",
+            "--shutdown-grace",
+        ] {
+            for bad in [
+                "0", "-1", "NaN", "inf", "-inf", "1e300", "0.0001", "31536001", "-0",
+            ] {
+                let error = run(&[secs, bad]).unwrap_err();
+                assert!(
+                    error.starts_with(&format!("bad value for '{secs}'")),
+                    "{secs} {bad}: {error}"
+                );
+            }
+            assert!(
+                run(&[secs, "0.001"]).is_ok() && run(&[secs, "31536000"]).is_ok(),
+                "{secs}"
+            );
+        }
+        for (flag, lo, hi) in [
+            ("--max-message-size", "1", "1099511627776"),
+            ("--max-frame-size", "1", "1099511627776"),
+            ("--max-connections", "1", "1000000"),
+            ("--spare-threads", "0", "10000"),
+        ] {
+            assert!(
+                run(&[flag, lo]).is_ok() && run(&[flag, hi]).is_ok(),
+                "{flag}"
+            );
+            let above: u128 = hi.parse::<u128>().unwrap() + 1;
+            for bad in [
+                above.to_string(),
+                "-1".into(),
+                "1e3".into(),
+                "99999999999999999999999".into(),
+                "NaN".into(),
+            ] {
+                let error = run(&[flag, &bad]).unwrap_err();
+                assert!(
+                    error.contains(&format!("expected {lo} to {hi}")),
+                    "{flag} {bad}: {error}"
+                );
+            }
+        }
+        assert!(run(&["--max-connections", "0"]).is_err());
+    }
+
+    #[test]
     fn bad_input_is_a_one_line_error() {
         assert_eq!(
             run(&["--frobnicate"]).unwrap_err(),
@@ -518,9 +617,11 @@ mod tests {
         assert!(
             run(&["--connect-timeout", "-1"])
                 .unwrap_err()
-                .contains("positive")
+                .contains("expected a number of seconds from 0.001 to 31536000")
         );
         for error in [
+            run(&["--handshake-timeout", "1e300"]).unwrap_err(),
+            run(&["--max-connections", "0"]).unwrap_err(),
             run(&["--frobnicate"]).unwrap_err(),
             run(&["-p", "x"]).unwrap_err(),
         ] {

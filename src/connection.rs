@@ -5,8 +5,8 @@
 //! 2. decide what it is ([`crate::handshake::classify`]): plain HTTP (answered from
 //!    [`crate::static_files`]) or a WebSocket handshake of some generation;
 //! 3. admit it: Host and Origin ([`crate::origin`]), the target (from the path, `--target` or a
-//!    token, [`crate::tokens`]), resolved once and checked against the policy
-//!    ([`crate::policy`]);
+//!    token, [`crate::tokens`]), resolved once as exactly that name and within the handshake
+//!    deadline ([`crate::resolve`]), and checked against the policy ([`crate::policy`]);
 //! 4. complete the handshake ([`crate::handshake::accept`]) — any refusal before this point
 //!    is an HTTP error with a one-line reason;
 //! 5. connect to the target (after the handshake: a failure is reported in a Close frame,
@@ -26,6 +26,8 @@ use crate::framing::rfc6455::{Rfc6455Encoder, Rfc6455Reader};
 use crate::framing::{ClientReader, CloseInfo, Controls, FrameEncoder, Wire, close_code};
 use crate::handshake::{self, Accepted, Generation, RequestKind, Scheme};
 use crate::http::{self, Deadline, HeadError, Refusal, Request};
+use crate::logging::escape;
+use crate::resolve;
 use crate::socket::{Readable, SharedSocket, lingering_close};
 use crate::static_files;
 use crate::target::{self, Target};
@@ -83,9 +85,9 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
         Err(HeadError::Refused(refusal)) => return refuse(id, peer, &client, writer, &refusal),
     };
     if log_enabled!(log::Level::Debug) {
-        debug!("[#{id}] {peer} > {}", request.request_line());
+        debug!("[#{id}] {peer} > {}", escape(&request.request_line()));
         for (name, value) in &request.headers {
-            debug!("[#{id}] {peer} > {name}: {value}");
+            debug!("[#{id}] {peer} > {}: {}", escape(name), escape(value));
         }
     }
 
@@ -135,7 +137,7 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
     let (target_socket, target_reader, target_writer) = match connected {
         Ok(connected) => connected,
         Err(why) => {
-            info!("[#{id}] {peer} → {target} via {protocol}: {why}");
+            info!("[#{id}] {peer} → {target} via {}: {why}", escape(&protocol));
             // 1011 rather than 1014 (Bad Gateway): some clients, tungstenite among them,
             // reject 1014 as a protocol error and lose the reason.
             let close = CloseInfo {
@@ -149,7 +151,10 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
         }
     };
     let target_addr = describe_peer(&target_socket.0);
-    info!("[#{id}] open {peer} → {target} ({target_addr}) via {protocol}");
+    info!(
+        "[#{id}] open {peer} → {target} ({target_addr}) via {}",
+        escape(&protocol)
+    );
 
     let (reader, encoder) = framing_for(id, &accepted, reader, &leftover, config);
     let report = tunnel::run(Tunnel {
@@ -173,7 +178,7 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
         started.elapsed().as_secs_f64(),
         report.bytes_up,
         report.bytes_down,
-        report.ending
+        escape(&report.ending)
     );
 }
 
@@ -211,7 +216,7 @@ fn open_transport(
     }
     match server.accept(client.clone(), deadline.at) {
         Ok((reader, writer)) => {
-            debug!("[#{id}] {peer}: TLS {}", reader.info());
+            debug!("[#{id}] {peer}: TLS {}", escape(&reader.info().to_string()));
             Some(Transport {
                 reader: Box::new(reader),
                 writer: Box::new(writer),
@@ -219,7 +224,7 @@ fn open_transport(
             })
         }
         Err(why) => {
-            info!("[#{id}] {peer}: {why}");
+            info!("[#{id}] {peer}: {}", escape(&why));
             None
         }
     }
@@ -240,7 +245,7 @@ fn open_target(
         Some(client) => {
             let deadline = Instant::now() + config.connect_timeout;
             let (reader, writer) = client
-                .connect(socket.clone(), &target.host, deadline)
+                .connect(socket.clone(), &target.host.to_string(), deadline)
                 .map_err(|e| format!("TLS to {target}: {e}"))?;
             Ok((socket, Box::new(reader), Box::new(writer)))
         }
@@ -278,26 +283,14 @@ fn upgrade(
         .origins
         .check_origin(handshake::origin(request, generation), host)?;
     let target = choose_target(request, config)?;
-    // Check the name before looking it up, then resolve once and connect only to addresses
-    // the policy let through (no second lookup). A name the rules allow as such but that does
-    // not resolve is reported after the handshake, like a failed connect.
-    let policy = &config.policy;
-    policy
+    // Check the name before looking it up (nothing the rules forbid is looked up), then
+    // resolve once and connect only to addresses the policy let through (no second lookup).
+    config
+        .policy
         .check_name(&target)
         .map_err(|why| Refusal::new(403, why))?;
-    let addresses = match target::resolve(&target) {
-        Ok(addrs) => Ok(policy
-            .permitted(&target, &addrs)
-            .map_err(|why| Refusal::new(403, why))?),
-        Err(why) if policy.may_report_lookup_failure(&target) => Err(why),
-        Err(_) => {
-            return Err(Refusal::new(
-                403,
-                format!("target {target} not allowed: matches no --allow rule"),
-            ));
-        }
-    };
-
+    // hixie-76's key3 is part of the request: read it before the lookup takes its share of
+    // the deadline.
     let key3 = if generation == Generation::Hixie76 {
         match http::read_body_exact(&mut leftover, reader, 8, deadline) {
             Ok(body) => Some(<[u8; 8]>::try_from(body.as_slice()).expect("read exactly 8 bytes")),
@@ -310,9 +303,10 @@ fn upgrade(
     } else {
         None
     };
+    let addresses = resolve_and_check(id, &target, config, deadline.at)?;
     let accepted = handshake::accept(request, generation, key3, scheme)?;
     for line in &accepted.transcript {
-        debug!("[#{id}] {line}");
+        debug!("[#{id}] {}", escape(line));
     }
     Ok(Some(Upgraded {
         accepted,
@@ -320,6 +314,40 @@ fn upgrade(
         addresses,
         leftover,
     }))
+}
+
+/// The end of step 3: resolve the target (waiting at most until the handshake deadline) and
+/// keep the addresses the policy lets through.
+///
+/// What a refused client is told depends on what decided: when only its request and the
+/// rules did (an IP literal, `localhost`), the reason names the rule; when a lookup did, every
+/// outcome — an address refused, no such name, no answer in time — gets the same
+/// `target NAME:PORT not allowed`, and only the log says which, so the answers cannot tell a
+/// client which internal names exist. A failed lookup is reported after the handshake
+/// (`Err` inside `Ok`, a Close 1011) only when the rules' verdict could not depend on
+/// addresses ([`crate::policy::Policy::may_report_lookup_failure`]).
+fn resolve_and_check(
+    id: u64,
+    target: &Target,
+    config: &Config,
+    deadline: Instant,
+) -> Result<Result<Vec<SocketAddr>, String>, Refusal> {
+    let policy = &config.policy;
+    let not_allowed = |why: &str| {
+        info!("[#{id}] {why}");
+        Refusal::new(403, format!("target {target} not allowed"))
+    };
+    match resolve::resolve(target, deadline) {
+        Ok(resolved) => match policy.permitted(target, &resolved.addrs) {
+            Ok(addrs) => Ok(Ok(addrs)),
+            Err(why) if resolved.source.is_lookup() => Err(not_allowed(&why)),
+            Err(why) => Err(Refusal::new(403, why)),
+        },
+        Err(failure) if policy.may_report_lookup_failure(target) => Ok(Err(failure.to_string())),
+        Err(failure) => Err(not_allowed(&format!(
+            "target {target} not allowed: {failure}"
+        ))),
+    }
 }
 
 /// Where this tunnel goes: the path, the fixed `--target`, or the token's target.
@@ -340,13 +368,7 @@ fn choose_target(request: &Request, config: &Config) -> Result<Target, Refusal> 
                     })
                 })?;
             match targets.lookup(&token) {
-                Ok(Some(found)) => target::parse_host_port(&found).map_err(|e| {
-                    warn!("token '{token}' has a bad target: {e}");
-                    Refusal::new(
-                        500,
-                        "the token's target is misconfigured (see the proxy's log)",
-                    )
-                }),
+                Ok(Some(found)) => Ok(found),
                 Ok(None) => Err(Refusal::new(404, format!("token '{token}' not found"))),
                 // The detail names server files: log it, do not send it to the client.
                 Err(e) => {
@@ -380,7 +402,10 @@ fn serve_plain_http(
     }
     match static_files::serve(&config.web, &request.method, &request.resource, &mut writer) {
         Ok(status) => {
-            info!("[#{id}] {peer} {} → {status}", request.request_line());
+            info!(
+                "[#{id}] {peer} {} → {status}",
+                escape(&request.request_line())
+            );
             let _ = writer.flush();
             // For TLS, dropping the writer sends close_notify before our FIN.
             drop(writer);
@@ -473,7 +498,8 @@ fn refuse(
 ) {
     info!(
         "[#{id}] {peer} refused: {} {}",
-        refusal.status, refusal.reason
+        refusal.status,
+        escape(&refusal.reason)
     );
     if http::write_refusal(&mut writer, refusal).is_ok() {
         // For TLS, dropping the writer sends close_notify before our FIN.

@@ -14,7 +14,7 @@
 //! | 3 | [`connection`] | the life of one connection, top to bottom | — |
 //! | 4 | [`http`] | read and parse the request head, bounded | RFC 9112 |
 //! | 5 | [`handshake`] | detect the generation, answer it | RFC 6455 §4, hixie-75/76 |
-//! | 6 | [`target`] | `/<host>:<port>`, resolve, connect | RFC 3986 §3.2.2 |
+//! | 6 | [`target`], [`resolve`], [`policy`] | `/<host>:<port>`; the name resolved as itself, bounded by the deadline; the rules; connect | RFC 3986 §3.2.2, RFC 6761 |
 //! | 7 | [`framing`] | frames in and out, per generation | RFC 6455 §5, hixie-76 §4–5 |
 //! | 8 | [`tunnel`] | two pumps, one writer, one close state | RFC 6455 §7 |
 //!
@@ -35,9 +35,11 @@ pub mod handshake;
 pub mod http;
 pub mod json_log;
 pub mod listener;
+pub mod logging;
 pub mod origin;
 pub mod policy;
 pub mod proxy_protocol;
+pub mod resolve;
 pub mod shutdown;
 pub mod socket;
 pub mod socket_activation;

@@ -1,12 +1,11 @@
 //! The `wsproxy` binary: parse the command line, set up logging, run the listener.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use wsproxy::cli::{self, Command};
-use wsproxy::config::Verbosity;
+use wsproxy::logging::init_logging;
 use wsproxy::{listener, shutdown, workers};
 
 fn main() -> ExitCode {
@@ -49,29 +48,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `-v` shows info, `-d` debug; `RUST_LOG`, if set, is applied on top.
-fn init_logging(verbosity: Verbosity) {
-    let level = match verbosity {
-        Verbosity::Quiet => log::LevelFilter::Warn,
-        Verbosity::Verbose => log::LevelFilter::Info,
-        Verbosity::Debug => log::LevelFilter::Debug,
-    };
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(log::LevelFilter::Warn);
-    builder.filter_module("wsproxy", level);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
-    builder.format(|out, record| {
-        writeln!(
-            out,
-            "{} {:5} {}",
-            out.timestamp_millis(),
-            record.level(),
-            record.args()
-        )
-    });
-    builder.init();
 }

@@ -39,6 +39,8 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
 /// Where plain `GET`/`HEAD` requests are answered from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebRoot {
@@ -90,7 +92,7 @@ pub fn serve(
     };
     match root {
         WebRoot::Builtin => serve_builtin(out, method, &segments),
-        WebRoot::Dir(dir) => serve_dir(out, method, dir, path, &segments),
+        WebRoot::Dir(dir) => serve_dir(out, method, dir, &segments),
         WebRoot::Disabled => unreachable!("handled above"),
     }
 }
@@ -185,7 +187,6 @@ fn serve_dir(
     out: &mut impl Write,
     method: &str,
     dir: &Path,
-    path: &str,
     segments: &[String],
 ) -> io::Result<u16> {
     let Ok(root) = dir.canonicalize() else {
@@ -201,8 +202,7 @@ fn serve_dir(
     if file.is_dir() {
         if segments.last().is_some_and(|s| !s.is_empty()) {
             // "/docs" is a directory: send the browser to "/docs/".
-            let location = format!("{path}/");
-            return redirect(out, method, &location);
+            return redirect(out, method, &directory_location(segments));
         }
         match contained(&root, &file.join("index.html")) {
             Some(index) => file = index,
@@ -234,6 +234,38 @@ fn serve_dir(
     out.flush()?;
     Ok(200)
 }
+
+/// The redirect target for a directory: its path rebuilt from the decoded segments, each
+/// percent-encoded again, with a trailing slash. Built this way (not from the raw request
+/// path) it always starts with exactly one `/` followed by a segment, so a browser can only
+/// read it as a path on this host: `//assets` or `/%2e//assets` would be a protocol-relative
+/// URL naming another host (RFC 3986 §4.2, an open redirect).
+fn directory_location(segments: &[String]) -> String {
+    let encoded: Vec<String> = segments
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| utf8_percent_encode(s, PATH_SEGMENT).to_string())
+        .collect();
+    format!("/{}/", encoded.join("/"))
+}
+
+/// What must be escaped in a path segment (RFC 3986 §3.3: `pchar`), plus the backslash that
+/// browsers read as a slash (WHATWG URL) and `%` itself. Non-ASCII bytes are always escaped.
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
 
 /// `path` canonicalized, if it exists and lies inside `root` (which must be
 /// canonical already). Symlinks are resolved first, so one that points out
@@ -593,6 +625,25 @@ mod tests {
         assert_eq!(r.header("Location"), Some("/docs/"));
         // A directory without index.html is not listed.
         assert_eq!(get(&root, "GET", "/empty/").status, 404);
+    }
+
+    #[test]
+    fn directory_redirects_never_name_another_host() {
+        let (_tmp, root) = site();
+        for path in [
+            "//docs",
+            "///docs",
+            "/.//docs",
+            "//./docs",
+            "/%2e//docs",
+            "/%2E/%2e//docs",
+            "//docs?next=//evil.example",
+            "http://proxy.example//docs",
+        ] {
+            let r = get(&root, "GET", path);
+            assert_eq!(r.status, 301, "{path}");
+            assert_eq!(r.header("Location"), Some("/docs/"), "{path}");
+        }
     }
 
     #[test]

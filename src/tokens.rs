@@ -19,10 +19,14 @@
 //!   splits with the regex `:\s`), so `vnc1:host:5900` without a space is a syntax error.
 //! - The target is trimmed and split at its *last* colon (`rsplit(':', 1)`) into host and port,
 //!   which is why `::1:5900` works. `[::1]:5900` is accepted too.
-//! - wsproxy checks more than websockify: the port must be a number from 1 to 65535, the host must
-//!   not be empty and the target must not contain whitespace. A bad line is an error that names the
-//!   file and the line (websockify logs it and skips the line; we refuse the whole source, so a
-//!   typo is noticed rather than silently turning into "token not found").
+//! - wsproxy checks more than websockify: host and port go through the one target parser
+//!   ([`crate::target::target_from_parts`]), the same that reads `/<host>:<port>` paths and
+//!   `--target`, and are stored as a typed [`Target`]. So a host with characters no name has
+//!   (`ho$t`), an IPv6 address that is not one (`a:b:c`), an IPv4 address in an odd spelling
+//!   (`127.1`), or a port outside 1–65535 is refused when the file is read — never at a
+//!   connection. A bad line is an error that names the file and the line (websockify logs it
+//!   and skips the line; we refuse the whole source, so a typo is noticed rather than
+//!   silently turning into "token not found").
 //! - A token defined twice: the later line wins (files of a directory are read in name order).
 //! - In a directory, names starting with `.` are skipped (editor swap files, `.git`), as are
 //!   subdirectories.
@@ -43,6 +47,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use crate::target::{self, Target};
+
 /// A token source (file or directory) plus a cache of its parsed contents.
 ///
 /// Cheap to share between threads: put it in an `Arc`; [`lookup`](Self::lookup) takes `&self`.
@@ -58,9 +64,9 @@ pub struct TokenTargets {
 #[derive(Debug)]
 struct Loaded {
     stamp: Stamp,
-    /// `token → "host:port"`, or the error that made the source unusable (cached so that a broken
+    /// `token → target`, or the error that made the source unusable (cached so that a broken
     /// file is not re-parsed on every connection; it is retried as soon as it changes).
-    targets: Result<HashMap<String, String>, String>,
+    targets: Result<HashMap<String, Target>, String>,
 }
 
 /// What the source looks like on disk: one entry per file that is read, in reading order.
@@ -90,13 +96,11 @@ impl TokenTargets {
         })
     }
 
-    /// The `host:port` string for `token`, re-reading the source if it changed.
+    /// The target for `token`, re-reading the source if it changed.
     ///
     /// `Ok(None)` means the token is not defined. `Err` means the source cannot be used right now
     /// (it vanished, cannot be read, or has a syntax error); the message names the file and line.
-    /// IPv6 hosts come back bracketed (`[::1]:5900`), whichever way the file wrote them, so the
-    /// result can be parsed like any `host:port` target.
-    pub fn lookup(&self, token: &str) -> Result<Option<String>, String> {
+    pub fn lookup(&self, token: &str) -> Result<Option<Target>, String> {
         // The stat calls happen outside the lock; only comparing and (rarely) re-parsing inside it.
         let stamp = stamp_source(&self.path)?;
         let mut cache = self
@@ -152,7 +156,7 @@ fn file_stamp(path: PathBuf, meta: &fs::Metadata) -> FileStamp {
 }
 
 /// Reads and parses every file of the stamp, in order; later definitions override earlier ones.
-fn load(stamp: &Stamp) -> Result<HashMap<String, String>, String> {
+fn load(stamp: &Stamp) -> Result<HashMap<String, Target>, String> {
     let mut targets = HashMap::new();
     for file in &stamp.0 {
         let text = fs::read_to_string(&file.path)
@@ -166,7 +170,7 @@ fn load(stamp: &Stamp) -> Result<HashMap<String, String>, String> {
 fn parse_into(
     text: &str,
     file: &Path,
-    targets: &mut HashMap<String, String>,
+    targets: &mut HashMap<String, Target>,
 ) -> Result<(), String> {
     for (index, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -202,9 +206,9 @@ fn split_at_colon_space(line: &str) -> Option<(&str, &str)> {
     })
 }
 
-/// Checks a trimmed `host:port` (port after the last colon, or `[v6]:port`) and returns it in
-/// canonical form, with IPv6 hosts bracketed.
-fn parse_target(target: &str) -> Result<String, String> {
+/// Reads a trimmed `host:port` (port after the last colon, so `::1:5900` works, or
+/// `[v6]:port`) with the one target parser.
+fn parse_target(target: &str) -> Result<Target, String> {
     if target.is_empty() {
         return Err("empty target".into());
     }
@@ -215,6 +219,11 @@ fn parse_target(target: &str) -> Result<String, String> {
         let (host, port) = rest
             .split_once("]:")
             .ok_or_else(|| format!("target `{target}` should be `[ipv6]:port`"))?;
+        if !host.contains(':') {
+            return Err(format!(
+                "target `{target}`: only IPv6 addresses go in brackets"
+            ));
+        }
         (host, port)
     } else {
         target
@@ -224,15 +233,7 @@ fn parse_target(target: &str) -> Result<String, String> {
     if host.is_empty() {
         return Err(format!("target `{target}` has no host"));
     }
-    let port: u16 = match port.parse() {
-        Ok(p) if p != 0 => p,
-        _ => return Err(format!("bad port `{port}` in target `{target}`")),
-    };
-    Ok(if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    })
+    target::target_from_parts(host, port).map_err(|why| format!("target `{target}`: {why}"))
 }
 
 /// The token from a request: `?token=XYZ` in the query (percent-decoded, first occurrence), or with
@@ -349,7 +350,7 @@ mod tests {
     }
 
     fn lookup(t: &TokenTargets, token: &str) -> Option<String> {
-        t.lookup(token).unwrap()
+        t.lookup(token).unwrap().map(|target| target.to_string())
     }
 
     #[test]
@@ -397,6 +398,13 @@ mod tests {
             ("t: :5900\n", "no host"),
             ("t: [::1]5900\n", "[ipv6]:port"),
             ("t: host: 5900\n", "whitespace"),
+            // The target parser's own checks, at load time rather than at a connection.
+            ("t: ho$t:80\n", "not a valid host name"),
+            ("t: a:b:c:80\n", "not an IPv6 address"),
+            ("t: [a:b:c]:80\n", "not an IPv6 address"),
+            ("t: [10.0.0.1]:80\n", "only IPv6"),
+            ("t: 127.1:80\n", "dotted-decimal"),
+            ("t: a..b:80\n", "not a valid host name"),
         ];
         for (text, why) in cases {
             let dir = TempDir::new();
@@ -500,7 +508,7 @@ mod tests {
                 let t = Arc::clone(&t);
                 std::thread::spawn(move || {
                     for _ in 0..100 {
-                        assert_eq!(t.lookup("a").unwrap().as_deref(), Some("h1:1"));
+                        assert_eq!(lookup(&t, "a").as_deref(), Some("h1:1"));
                     }
                 })
             })

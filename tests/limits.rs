@@ -604,3 +604,61 @@ fn open_files_limit_too_low_for_max_connections_is_logged() {
         small.logs_text()
     );
 }
+
+/// A client keeps one message open for ever with continuation frames (issue 12, item 9).
+/// Empty ones add nothing to the message's size, so only the frame count can end it.
+#[test]
+fn endless_continuation_frames_close_with_1009_while_a_bystander_loses_nothing() {
+    let echo = EchoServer::start();
+    let proxy = Proxy::start(&["-v"]);
+    let bystander = Bystander::start(proxy.addr, &echo, 1 << 20);
+    for (name, protocol, opcode, payload) in [
+        ("binary, empty frames", None, 0x2, &b""[..]),
+        ("Base64 text, empty frames", Some("base64"), 0x1, b""),
+        ("Base64 text, whitespace frames", Some("base64"), 0x1, b"\n"),
+        ("binary, one-byte frames", Some("binary"), 0x2, b"x"),
+    ] {
+        let mut client = RawHybiClient::connect(proxy.addr, &echo.target(), 13, protocol);
+        let mut stream = client.conn.stream.try_clone().unwrap();
+        let mask = [1, 2, 3, 4];
+        let batch: Vec<u8> = (0..4096)
+            .flat_map(|_| encode_frame(false, 0x0, payload, Some(mask)))
+            .collect();
+        let first = encode_frame(false, opcode, payload, Some(mask));
+        let writer = thread::spawn(move || {
+            let mut frames = 1u64;
+            if stream.write_all(&first).is_err() {
+                return frames;
+            }
+            // Far more frames than the limit, unless the proxy stops us first.
+            for _ in 0..64 {
+                if stream.write_all(&batch).is_err() {
+                    break;
+                }
+                frames += 4096;
+            }
+            frames
+        });
+        let (echoed, close) = client.recv_until_close();
+        let (code, reason) = close.unwrap_or_else(|| panic!("{name}: no Close"));
+        assert_eq!(code, 1009, "{name}: {reason}");
+        assert_eq!(reason, "message of more than 65536 frames", "{name}");
+        assert!(echoed.len() <= 65536, "{name}: {} bytes", echoed.len());
+        let sent = writer.join().unwrap();
+        eprintln!("{name}: closed with 1009 after the client wrote {sent} frames");
+        assert!(bystander.verified() > 0);
+    }
+    let report = bystander.stop();
+    eprintln!(
+        "bystander: {} bytes verified, worst round trip {:?}",
+        report.bytes, report.worst_round_trip
+    );
+    assert!(
+        proxy
+            .wait_for_log(Duration::from_secs(5), |l| l
+                .contains("more than 65536 frames"))
+            .is_some(),
+        "{}",
+        proxy.logs_text()
+    );
+}

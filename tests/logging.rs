@@ -161,3 +161,105 @@ fn debug_logs_handshake_transcript_and_frame_lines() {
         proxy.logs_text()
     );
 }
+
+/// Client text that would forge a log line or drive a terminal if logged raw.
+const FORGED: &str = "2025-01-01T00:00:00.000Z INFO  forged";
+
+/// Whether `line` is one log record: `TIMESTAMP LEVEL message`, the timestamp RFC 3339 with
+/// milliseconds, not the one the forged text carries.
+fn is_one_record(line: &str) -> bool {
+    if line.starts_with("wsproxy: listening on ") {
+        return true; // printed by main, not a log record
+    }
+    let b = line.as_bytes();
+    line.len() > 25
+        && b[4] == b'-'
+        && b[10] == b'T'
+        && line.get(23..25) == Some("Z ")
+        && !line.starts_with(FORGED)
+}
+
+#[test]
+fn client_text_cannot_forge_log_lines_or_reach_the_terminal() {
+    let echo = EchoServer::start();
+    let dir = std::env::temp_dir().join(format!("wsproxy-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, format!("good: {}\n", echo.target())).unwrap();
+    let proxy = Proxy::start(&["-d", "--token-file", tokens.to_str().unwrap()]);
+    let host = proxy.addr.to_string();
+    let ask = |target: &str, extra: &[&str]| {
+        let reply = http_request(proxy.addr, &upgrade_request(&host, target, extra))
+            .expect("an HTTP answer");
+        reply.head.status
+    };
+    // A token with a newline, an escape sequence, a C1 CSI and a right-to-left override.
+    let token = "abc%0a2025-01-01T00:00:00.000Z%20INFO%20%20forged%1b[31m%c2%9b2J%e2%80%ae";
+    assert_eq!(ask(&format!("websockify?token={token}"), &[]), 404);
+    // Raw (non-ASCII) bytes in a header value, a subprotocol name, the Host and the Origin.
+    assert_eq!(
+        ask(
+            "websockify?token=good",
+            &[
+                "X-Evil: a\u{9b}[2Jb\u{202e}c\u{2028}d\te",
+                "Sec-WebSocket-Protocol: evil\u{85}name, x"
+            ]
+        ),
+        400
+    );
+    let reply = http_request(
+        proxy.addr,
+        &upgrade_request("localhost\u{85}evil", "websockify?token=good", &[]),
+    )
+    .unwrap();
+    assert_eq!(reply.head.status, 403);
+    assert_eq!(
+        ask(
+            "websockify?token=good",
+            &["Origin: http://evil\u{202e}\u{9b}.example"]
+        ),
+        403
+    );
+    // A Close reason with a newline and an escape sequence.
+    let req = HybiRequest::new(proxy.addr, "websockify?token=good", 13);
+    let mut client = RawHybiClient::handshake(proxy.addr, &req).expect("handshake");
+    client.send_close(1000, &format!("bye\n{FORGED}\u{1b}[0m"));
+    assert_eq!(client.expect_close().0, 1000);
+    client.conn.expect_eof(Duration::from_secs(5)).unwrap();
+
+    let close_line = proxy
+        .wait_for_log(Duration::from_secs(5), |l| {
+            l.contains("] close ") && l.contains("client closed")
+        })
+        .unwrap_or_else(|| panic!("no close line:\n{}", proxy.logs_text()));
+    let logs = proxy.logs();
+    for line in &logs {
+        assert!(
+            is_one_record(line),
+            "a forged or broken log line: {line:?}\n{}",
+            proxy.logs_text()
+        );
+        assert!(
+            !line.contains(['\u{1b}', '\u{9b}', '\u{85}', '\u{202e}', '\u{2028}', '\t']),
+            "raw control text in the log: {line:?}"
+        );
+    }
+    let text = proxy.logs_text();
+    for shown in [
+        "token 'abc\\n2025-01-01T00:00:00.000Z INFO  forged\\u{1b}[31m\\u{9b}2J\\u{202e}' not found",
+        "a\\u{9b}[2Jb\\u{202e}c\\u{2028}d\\te",
+        "evil\\u{85}name",
+        "localhost\\u{85}evil",
+        "evil\\u{202e}\\u{9b}.example",
+    ] {
+        assert!(
+            text.contains(shown),
+            "the log shows {shown:?} escaped:\n{text}"
+        );
+    }
+    assert!(
+        close_line.contains("bye\\n2025-01-01T00:00:00.000Z INFO  forged\\u{1b}[0m"),
+        "{close_line:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,10 +2,10 @@
 //! CIDR v4 and v6, port ranges and lists), deny over allow, names checked by the addresses
 //! they resolve to, `--policy FILE`, and the refusal to start as an open proxy beyond loopback.
 //!
-//! Name resolution on test machines: `localhost` resolves (to 127.0.0.1 and/or ::1); dotted
-//! names such as `foo.localhost` often do not (no nss-myhostname/systemd-resolved). A name that
-//! does not resolve is reported after the handshake as a Close 1011 `resolve …`, so the
-//! wildcard tests use the names that resolve and say which case they ran.
+//! Name resolution: `localhost` and every name under it are 127.0.0.1 and ::1 without a
+//! lookup (RFC 6761), whatever this machine's resolver says. The unspecified addresses, the
+//! IPv6 forms of IPv4 addresses, hosts-file and DNS records and search domains are attacked
+//! in `tests/resolution.rs`, inside private network namespaces.
 
 mod common;
 
@@ -173,24 +173,13 @@ fn wildcard_rule_covers_names_under_the_suffix_but_not_the_suffix_itself() {
     );
     assert_never_connected(&echo, "names outside the wildcard");
 
-    let name = "wsproxy-test.localhost";
-    let target = format!("{name}:{port}");
-    if resolve(name).iter().any(|a| a.ip().is_loopback()) {
-        eprintln!("{name} resolves here: expecting a working tunnel");
-        assert_tunnel_works(&proxy, &target);
-    } else {
-        // The name passed the rule; it then fails to resolve, which is reported after the
-        // handshake (a browser can read a Close reason, not an HTTP error).
-        eprintln!("{name} does not resolve here: expecting Close 1011 'resolve …'");
-        let mut client =
-            RawHybiClient::handshake(proxy.addr, &HybiRequest::new(proxy.addr, &target, 13))
-                .unwrap_or_else(|e| panic!("{target} is allowed by *.localhost: {e}"));
-        let (code, reason) = client.expect_close();
-        assert_eq!(code, 1011, "reason {reason:?}");
-        assert!(
-            reason.contains("resolve") && reason.contains(name),
-            "{reason:?}"
-        );
+    // Names under `localhost` are loopback without any lookup (RFC 6761 §6.3).
+    for name in [
+        "wsproxy-test.localhost",
+        "a.b.localhost",
+        "UPPER.localhost.",
+    ] {
+        assert_tunnel_works(&proxy, &format!("{name}:{port}"));
     }
 }
 
@@ -497,4 +486,152 @@ fn refuses_to_start_on_a_non_loopback_address_without_allow_rules() {
     // A deny rule alone does not make it safe: an allow rule is required.
     let (code, stderr) = run_to_exit(&["-p", "0", "-l", "0.0.0.0", "--deny", "10.0.0.0/8:*"]);
     assert_eq!(code, Some(2), "only --deny: stderr: {stderr}");
+}
+
+// --- this machine, in every spelling (issue 12, items 1 and 3) ---------------------------------
+
+/// Every spelling of the unspecified address and of 127.0.0.1 that the target parser accepts,
+/// percent-encoded or not: Linux connects `0.0.0.0` to 127.0.0.1 and `::` to ::1.
+const THIS_MACHINE: [&str; 16] = [
+    "0.0.0.0",
+    "%30.0.0.0",
+    "[::]",
+    "[::0]",
+    "[0:0::0]",
+    "[0:0:0:0:0:0:0:0]",
+    "%5B%3A%3A%5D",
+    "[::ffff:0.0.0.0]",
+    "[::ffff:0:0]",
+    "[::ffff:127.0.0.1]",
+    "[::ffff:7f00:1]",
+    "[::127.0.0.1]",
+    "[64:ff9b::127.0.0.1]",
+    "[64:ff9b::]",
+    "[2002:7f00:1::1]",
+    "[2002:7f00:1:ffff::42]",
+];
+
+/// Spellings that inet_aton (and so getaddrinfo) reads as 0.0.0.0 or 127.0.0.1.
+const ODD_IPV4: [&str; 12] = [
+    "0",
+    "0x0",
+    "0.0",
+    "00.0.0.0",
+    "0x7f.1",
+    "127.1",
+    "2130706433",
+    "017700000001",
+    "0x7f.0.0.1",
+    "127.0.0.1.",
+    "%30",
+    "0%2E0",
+];
+
+#[test]
+fn every_spelling_of_this_machine_is_denied_by_loopback_rules() {
+    let echo = EchoServer::start();
+    let port = echo.addr.port();
+    let proxy = Proxy::start(&[
+        "-v",
+        "--allow",
+        "*:*",
+        "--deny",
+        "127.0.0.0/8:*",
+        "--deny",
+        "[::1]:*",
+    ]);
+    for host in THIS_MACHINE {
+        assert_forbidden(&proxy, &format!("{host}:{port}"), "--deny");
+    }
+    for host in ODD_IPV4 {
+        let target = format!("{host}:{port}");
+        let request = upgrade_request(&proxy.addr.to_string(), &target, &[]);
+        let reply = http_request(proxy.addr, &request).expect("an HTTP answer");
+        assert_refused(&reply, 400, "dotted-decimal", &target);
+    }
+    assert_never_connected(&echo, "this machine, spelled otherwise");
+}
+
+#[test]
+fn rules_about_this_machine_also_allow_every_spelling_and_connect_it_honestly() {
+    let echo = EchoServer::start();
+    let port = echo.addr.port();
+    let proxy = Proxy::start(&["-v", "--allow", &format!("127.0.0.1:{port}")]);
+    for host in [
+        "0.0.0.0",
+        "[::ffff:0.0.0.0]",
+        "[::ffff:0:0]",
+        "[::ffff:127.0.0.1]",
+    ] {
+        assert_tunnel_works(&proxy, &format!("{host}:{port}"));
+    }
+    // The log names what was really connected.
+    let expected = format!("(127.0.0.1:{port})");
+    let opened = proxy
+        .logs()
+        .iter()
+        .filter(|l| l.contains(" open ") && l.contains(&expected))
+        .count();
+    assert_eq!(
+        opened,
+        4,
+        "open lines name 127.0.0.1:\n{}",
+        proxy.logs_text()
+    );
+    // Forms that carry 127.0.0.1 to a tunnel or a translator pass the rule too; they are
+    // connected as written, which this machine has no route for.
+    for host in ["[::127.0.0.1]", "[64:ff9b::127.0.0.1]", "[2002:7f00:1::1]"] {
+        let target = format!("{host}:{port}");
+        let mut client =
+            RawHybiClient::handshake(proxy.addr, &HybiRequest::new(proxy.addr, &target, 13))
+                .unwrap_or_else(|e| panic!("{target} passes the rule for 127.0.0.1: {e}"));
+        let (code, reason) = client.expect_close();
+        assert_eq!(code, 1011, "{target}: {reason}");
+        assert!(reason.starts_with("connect "), "{target}: {reason}");
+    }
+    if have_ipv6_loopback() {
+        let echo6 = EchoServer::start_on("[::1]:0");
+        let port6 = echo6.addr.port();
+        let proxy6 = Proxy::start(&["-v", "--allow", &format!("[::1]:{port6}")]);
+        for host in ["[::]", "[0::0]", "%5B%3A%3A%5D"] {
+            assert_tunnel_works(&proxy6, &format!("{host}:{port6}"));
+        }
+        assert!(
+            proxy6
+                .wait_for_log(Duration::from_secs(5), |l| l
+                    .contains(&format!("([::1]:{port6})")))
+                .is_some(),
+            "{}",
+            proxy6.logs_text()
+        );
+    }
+}
+
+#[test]
+fn mapped_form_networks_are_ipv4_networks_or_refused_at_start() {
+    let echo = EchoServer::start();
+    let port = echo.addr.port();
+    let proxy = Proxy::start(&["--allow", "*:*", "--deny", "[::ffff:127.0.0.0]/104:*"]);
+    for target in [
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.2:{port}"),
+        format!("[::ffff:127.255.0.1]:{port}"),
+    ] {
+        assert_forbidden(&proxy, &target, "--deny [::ffff:127.0.0.0]/104:*");
+    }
+    assert_never_connected(&echo, "127.0.0.0/8 in IPv4-mapped form");
+    for (rule, why) in [
+        ("[::ffff:127.0.0.0]/95:*", "IPv4-mapped"),
+        ("[::ffff:0:0]/64:*", "IPv4-mapped"),
+        ("0.0.0.0:*", "unspecified"),
+        ("[::]:*", "unspecified"),
+        ("[::ffff:0.0.0.0]/128:*", "unspecified"),
+    ] {
+        let (code, stderr) = run_to_exit(&["-p", "0", "--deny", rule]);
+        assert_eq!(code, Some(2), "{rule}: {stderr}");
+        assert!(
+            stderr.contains(why) && stderr.contains(rule),
+            "{rule}: {stderr}"
+        );
+    }
 }

@@ -141,3 +141,78 @@ fn no_web_serves_nothing() {
     assert_ne!(get(&proxy, "GET", "/wsproxy.js").head.status, 200);
     assert_ne!(get(&proxy, "GET", "/").head.status, 200);
 }
+
+/// The host a browser would go to for `location`, found by Node's WHATWG URL parser (the
+/// one browsers implement), resolving against a page of this proxy.
+fn browser_host(locations: &[String]) -> Vec<String> {
+    let list = format!(
+        "[{}]",
+        locations
+            .iter()
+            .map(|l| format!("{l:?}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let out = std::process::Command::new("node")
+        .args([
+            "-e",
+            "for (const l of JSON.parse(process.argv[1])) console.log(new URL(l, 'http://proxy.test:8080/page').host)",
+            &list,
+        ])
+        .output()
+        .expect("node (installed by scripts/setup-test-deps.sh) runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn directory_redirects_never_send_the_browser_to_another_host() {
+    let base = std::env::temp_dir().join(format!("wsproxy-redirect-{}", std::process::id()));
+    for dir in ["assets", "evil.example", "a b"] {
+        std::fs::create_dir_all(base.join(dir)).unwrap();
+        std::fs::write(base.join(dir).join("index.html"), "x").unwrap();
+    }
+    let proxy = Proxy::start(&["--web", base.to_str().unwrap()]);
+    let cases = [
+        ("//assets", "/assets/"),
+        ("///assets", "/assets/"),
+        ("/.//assets", "/assets/"),
+        ("//./assets", "/assets/"),
+        ("/%2e//assets", "/assets/"),
+        ("//%61ssets", "/assets/"),
+        ("/assets", "/assets/"),
+        ("//assets?next=//evil.example", "/assets/"),
+        ("http://proxy.test//assets", "/assets/"),
+        ("//evil.example", "/evil.example/"),
+        ("/.%2f/evil.example", "/evil.example/"),
+        ("//a%20b", "/a%20b/"),
+    ];
+    let mut locations = Vec::new();
+    for (path, expected) in cases {
+        let reply = get(&proxy, "GET", path);
+        if path == "/.%2f/evil.example" {
+            // An encoded slash inside a segment is refused outright.
+            assert_eq!(reply.head.status, 404, "{path}");
+            continue;
+        }
+        assert_eq!(reply.head.status, 301, "{path}");
+        let location = header(&reply, "Location").unwrap_or_default().to_string();
+        assert_eq!(location, expected, "{path}");
+        locations.push(location);
+    }
+    for host in browser_host(&locations) {
+        assert_eq!(
+            host, "proxy.test:8080",
+            "a redirect left the proxy: {locations:?}"
+        );
+    }
+    drop(proxy);
+    std::fs::remove_dir_all(&base).unwrap();
+}

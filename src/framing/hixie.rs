@@ -171,19 +171,30 @@ impl<R: Readable> HixieReader<R> {
                     let first = *length == 0;
                     *length += n as u64;
                     let total = *length;
-                    let mut produced = base64
-                        .feed(piece, decoded)
-                        .map_err(|e| violation(close_code::INVALID_DATA, e))?;
-                    if found.is_some() {
-                        produced += base64
-                            .finish(&mut decoded[produced..])
-                            .map_err(|e| violation(close_code::INVALID_DATA, e))?;
+                    let (produced, failure) = match base64.feed(piece, decoded) {
+                        Ok(n) if found.is_some() => match base64.finish(&mut decoded[n..]) {
+                            Ok(tail) => (n + tail, None),
+                            Err(e) => (n, Some(e.why)),
+                        },
+                        Ok(n) => (n, None),
+                        Err(e) => (e.decoded, Some(e.why)),
+                    };
+                    let part = if found.is_some() { "end" } else { "start" };
+                    if let Some(why) = failure {
+                        // The failing piece is logged like every other; what was decoded
+                        // before the error is handed on before the close.
+                        debug!(
+                            "[#{}] client→proxy text {part} {} ({total} bytes so far) → {why}",
+                            self.id,
+                            preview(piece)
+                        );
+                        *gathered += produced;
+                        return Err(violation(close_code::INVALID_DATA, why));
                     }
                     if log_enabled!(log::Level::Debug) && (first || found.is_some()) {
                         debug!(
-                            "[#{}] client→proxy text {} {} ({total} bytes so far) → {produced} bytes decoded",
+                            "[#{}] client→proxy text {part} {} ({total} bytes so far) → {produced} bytes decoded",
                             self.id,
-                            if found.is_some() { "end" } else { "start" },
                             preview(piece)
                         );
                     }
@@ -419,6 +430,19 @@ mod tests {
         assert!(
             read_all(b"\x00not base64\xff", 4, Limits::default()).1[0].contains("violation 1007")
         );
+    }
+
+    #[test]
+    fn whitespace_in_base64_is_ignored_and_errors_name_their_offset() {
+        let wire = b"\x00aGVs\nbG8=\r\n\xff\x00 IHdv cmxk \xff\x00aGk*\xff";
+        for step in 1..=wire.len() {
+            let (data, events) = read_all(wire, step, Limits::default());
+            assert_eq!(data, b"hello world", "step {step}");
+            assert!(
+                events[0].contains("violation 1007") && events[0].contains("offset 3"),
+                "step {step}: {events:?}"
+            );
+        }
     }
 
     #[test]

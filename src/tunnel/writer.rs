@@ -99,7 +99,11 @@ impl ClientWriter {
         }
         state.close_sent = true;
         if let Some(close) = &close {
-            debug!("[#{}] proxy→client close {close}", self.id);
+            debug!(
+                "[#{}] proxy→client close {}",
+                self.id,
+                crate::logging::escape(&close.to_string())
+            );
         }
         true
     }

@@ -14,12 +14,18 @@
 //!   RFC 6455, raw frames, can send deliberately broken frames) and [`TungClient`] (RFC 6455 via
 //!   `tungstenite`). All of them are strict: they verify every handshake field the real clients
 //!   of that generation verify and panic (or return an error) on anything malformed.
+//! - Name resolution: [`dns::DnsServer`] (a tiny UDP DNS server) and [`namespace::isolated`]
+//!   (runs a test in private network and mount namespaces with its own `/etc/hosts` and
+//!   `/etc/resolv.conf`).
 //! - Helpers: [`Rng`] (xorshift64*), [`round_trip`], [`assert_same_bytes`], [`http_request`],
 //!   draft-76 key generation and challenge computation ([`Hixie76Keys`], [`hixie76_response`]).
 //!
 //! Every socket read has a timeout ([`IO_TIMEOUT`]), so a broken proxy fails a test instead of
 //! hanging it.
 #![allow(dead_code)]
+
+pub mod dns;
+pub mod namespace;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -35,10 +35,17 @@ struct FrameInProgress {
     preview: Vec<u8>,
 }
 
+/// The most frames one message may have. Empty frames add nothing to a message's size, so
+/// without this an endless message of empty continuation frames would never reach any cap;
+/// 65,536 frames still let a message of the default 64 MiB come in frames of 1 KiB.
+pub const MAX_FRAMES_PER_MESSAGE: u32 = 1 << 16;
+
 /// The data message that frames are adding to.
 struct MessageInProgress {
     is_text: bool,
     received: u64,
+    /// Frames of this message so far.
+    frames: u32,
     base64: Base64Stream,
 }
 
@@ -226,18 +233,21 @@ impl<R: Readable> Rfc6455Reader<R> {
                     _ => 0,
                 };
                 let decoded = &mut self.decoded.get()[before..];
-                let mut produced = message
-                    .base64
-                    .feed(&buf[unmasked], decoded)
-                    .map_err(|e| violation(close_code::INVALID_DATA, e))?;
-                if frame_done && frame.is_final {
-                    produced += message
-                        .base64
-                        .finish(&mut decoded[produced..])
-                        .map_err(|e| violation(close_code::INVALID_DATA, e))?;
-                }
+                let ends_message = frame_done && frame.is_final;
+                let (produced, failure) = match message.base64.feed(&buf[unmasked], decoded) {
+                    Ok(n) if ends_message => match message.base64.finish(&mut decoded[n..]) {
+                        Ok(tail) => (n + tail, None),
+                        Err(e) => (n, Some(e.why)),
+                    },
+                    Ok(n) => (n, None),
+                    // What was decoded before the error is valid: it is handed on first.
+                    Err(e) => (e.decoded, Some(e.why)),
+                };
                 frame.decoded += produced as u64;
                 self.gathered = Gathered::Decoded(before + produced);
+                if let Some(why) = failure {
+                    return Err(self.invalid_base64(why));
+                }
                 if frame_done {
                     self.finish_data_frame();
                 }
@@ -317,11 +327,19 @@ impl<R: Readable> Rfc6455Reader<R> {
                         self.message = Some(MessageInProgress {
                             is_text: data == Data::Text,
                             received: 0,
+                            frames: 0,
                             base64: Base64Stream::default(),
                         });
                     }
                 }
                 let message = self.message.as_mut().expect("just set");
+                message.frames += 1;
+                if message.frames > MAX_FRAMES_PER_MESSAGE {
+                    return Err(violation(
+                        close_code::TOO_BIG,
+                        format!("message of more than {MAX_FRAMES_PER_MESSAGE} frames"),
+                    ));
+                }
                 message.received += length;
                 if message.received > self.limits.max_message {
                     return Err(violation(
@@ -353,10 +371,10 @@ impl<R: Readable> Rfc6455Reader<R> {
                 let message = self.message.as_mut().expect("a message is in progress");
                 if message.is_text && header.is_final {
                     let mut tail = [0u8; 8];
-                    let produced = message
-                        .base64
-                        .finish(&mut tail)
-                        .map_err(|e| violation(close_code::INVALID_DATA, e))?;
+                    let produced = match message.base64.finish(&mut tail) {
+                        Ok(produced) => produced,
+                        Err(e) => return Err(self.invalid_base64(e.why)),
+                    };
                     if produced > 0 {
                         // The message's last characters: they follow decoded bytes of the
                         // same message (if any were gathered), never raw ones.
@@ -375,9 +393,18 @@ impl<R: Readable> Rfc6455Reader<R> {
         }
     }
 
+    /// The frame being read carried invalid Base64: log it like every other frame, then
+    /// close with 1007 (RFC 6455 §7.4.1, "data inconsistent with the type of the message").
+    fn invalid_base64(&mut self, why: String) -> ReadError {
+        if let Some(frame) = self.frame.take() {
+            self.log_frame(&frame, Some(&why));
+        }
+        violation(close_code::INVALID_DATA, why)
+    }
+
     fn finish_data_frame(&mut self) {
         let frame = self.frame.take().expect("a frame is in progress");
-        self.log_frame(&frame);
+        self.log_frame(&frame, None);
         if frame.is_final {
             self.message = None;
         }
@@ -385,7 +412,7 @@ impl<R: Readable> Rfc6455Reader<R> {
 
     fn finish_control(&mut self) -> Result<Inbound<'static>, ReadError> {
         let frame = self.frame.take().expect("a frame is in progress");
-        self.log_frame(&frame);
+        self.log_frame(&frame, None);
         let payload = std::mem::take(&mut self.control);
         match frame.opcode {
             OpCode::Control(Control::Ping) => Ok(Inbound::Ping(payload)),
@@ -394,7 +421,8 @@ impl<R: Readable> Rfc6455Reader<R> {
         }
     }
 
-    fn log_frame(&self, frame: &FrameInProgress) {
+    /// The `-d` line of a frame; `failure` says why it ended the connection, if it did.
+    fn log_frame(&self, frame: &FrameInProgress, failure: Option<&str>) {
         if !log_enabled!(log::Level::Debug) {
             return;
         }
@@ -408,10 +436,12 @@ impl<R: Readable> Rfc6455Reader<R> {
             _ => "reserved",
         };
         let is_text = self.message.as_ref().is_some_and(|m| m.is_text);
-        let decoded = if matches!(frame.opcode, OpCode::Data(_)) && is_text {
-            format!(" → {} bytes decoded", frame.decoded)
-        } else {
-            String::new()
+        let decoded = match failure {
+            Some(why) => format!(" → {why}"),
+            None if matches!(frame.opcode, OpCode::Data(_)) && is_text => {
+                format!(" → {} bytes decoded", frame.decoded)
+            }
+            None => String::new(),
         };
         debug!(
             "[#{}] client→proxy {kind}{} len={} {}{decoded}",
@@ -587,6 +617,51 @@ mod tests {
         assert!(read_all(two_starts, 100).1[0].contains("violation 1002"));
         let rsv = vec![0xC2, 0x80, 0, 0, 0, 0];
         assert!(read_all(rsv, 100).1[0].contains("violation 1002"));
+    }
+
+    #[test]
+    fn base64_whitespace_is_ignored_across_fragments_and_errors_name_the_message_offset() {
+        let mut wire = client_frame(0x1, false, b"aGVs\n");
+        wire.extend(client_frame(0x0, false, b" bG"));
+        wire.extend(client_frame(0x0, true, b"8=\r\n"));
+        wire.extend(client_frame(0x1, true, b"IHdvcmxk\n"));
+        // A bad byte at offset 8 of a message whose frames split it 4 + 6.
+        wire.extend(client_frame(0x1, false, b"aGVs"));
+        wire.extend(client_frame(0x0, true, b"bG8g*A"));
+        for step in 1..=wire.len() {
+            let (data, events) = read_all(wire.clone(), step);
+            assert_eq!(data, b"hello worldhello ", "step {step}");
+            assert!(
+                events[0].contains("violation 1007") && events[0].contains("offset 8:"),
+                "step {step}: {events:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_of_too_many_frames_is_closed_with_1009() {
+        let mut wire = client_frame(0x2, false, b"");
+        for _ in 0..MAX_FRAMES_PER_MESSAGE {
+            wire.extend(client_frame(0x0, false, b""));
+        }
+        let (data, events) = read_all(wire, 1 << 20);
+        assert!(data.is_empty());
+        assert!(
+            events[0].contains("violation 1009") && events[0].contains("frames"),
+            "{events:?}"
+        );
+        // Up to the limit, empty frames are fine, and so are many short messages.
+        let mut wire = Vec::new();
+        for _ in 0..3 {
+            wire.extend(client_frame(0x2, false, b"a"));
+            for _ in 0..MAX_FRAMES_PER_MESSAGE - 2 {
+                wire.extend(client_frame(0x0, false, b""));
+            }
+            wire.extend(client_frame(0x0, true, b"b"));
+        }
+        let (data, events) = read_all(wire, 1 << 20);
+        assert_eq!(data, b"ababab");
+        assert!(events.is_empty(), "{events:?}");
     }
 
     proptest::proptest! {
