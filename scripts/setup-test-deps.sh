@@ -2,12 +2,14 @@
 # Installs what the test suite needs beyond cargo, on a fresh Debian machine:
 #   - Debian's chromium (real-browser tests; test tools cannot download browsers here),
 #   - a VNC server and X utilities (the noVNC end-to-end test),
+#   - tshark (reads the recordings back) and prometheus (its promtool checks /metrics),
 #   - playwright-core and noVNC from npm (tests/browser/node_modules).
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(chromium libnss3-tools tigervnc-standalone-server x11-xserver-utils x11-utils xfonts-base fonts-wqy-microhei openssl)
+apt_packages=(chromium libnss3-tools tigervnc-standalone-server x11-xserver-utils x11-utils xfonts-base fonts-wqy-microhei openssl
+    tshark prometheus)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     # (dpkg -s also succeeds for removed packages that left config files behind.)
@@ -18,6 +20,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     echo "setup: installing ${missing[*]}"
     $sudo apt-get update -qq
+    # tshark's package asks whether non-root users may capture; answer "no" beforehand so the
+    # install never prompts (the tests only read files).
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | $sudo debconf-set-selections
     install() {
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     }

@@ -32,6 +32,7 @@ pub mod connection;
 pub mod framing;
 pub mod handshake;
 pub mod http;
+pub mod inspect;
 pub mod listener;
 pub mod origin;
 pub mod policy;
