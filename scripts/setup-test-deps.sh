@@ -7,12 +7,14 @@
 #     systemd-analyze for the unit files),
 #   - playwright-core and noVNC from npm (tests/browser/node_modules),
 #   - Python peers pinned in tests/peers/requirements.txt (pip --target tests/peers/python),
-#   - iproute2 and util-linux for the tests that run in private network namespaces.
+#   - iproute2 and util-linux for the tests that run in private network namespaces,
+#   - tshark (reads the recordings back) and prometheus (its promtool checks /metrics).
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(iproute2 util-linux python3 python3-pip chromium libnss3-tools tigervnc-standalone-server x11-xserver-utils x11-utils xfonts-base fonts-wqy-microhei openssl haproxy apache2-utils systemd)
+apt_packages=(iproute2 util-linux python3 python3-pip chromium libnss3-tools tigervnc-standalone-server x11-xserver-utils x11-utils xfonts-base fonts-wqy-microhei openssl haproxy apache2-utils systemd
+    tshark prometheus)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     # (dpkg -s also succeeds for removed packages that left config files behind.)
@@ -23,6 +25,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     echo "setup: installing ${missing[*]}"
     $sudo apt-get update -qq
+    # tshark's package asks whether non-root users may capture; answer "no" beforehand so the
+    # install never prompts (the tests only read files).
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | $sudo debconf-set-selections
     install() {
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     }

@@ -33,6 +33,7 @@ pub mod connection;
 pub mod framing;
 pub mod handshake;
 pub mod http;
+pub mod inspect;
 pub mod json_log;
 pub mod listener;
 pub mod logging;
