@@ -2,7 +2,8 @@
 # Installs what the test suite needs beyond cargo, on a fresh Debian machine:
 #   - Debian's chromium (real-browser tests; test tools cannot download browsers here),
 #   - a VNC server and X utilities (the noVNC end-to-end test),
-#   - playwright-core and noVNC from npm (tests/browser/node_modules).
+#   - playwright-core and noVNC from npm (tests/browser/node_modules),
+#   - TypeScript from npm (tests/types/node_modules: tsc --strict checks wsproxy.d.ts).
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,4 +29,9 @@ fi
 if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/@novnc/novnc ]; then
     echo "setup: npm install in tests/browser"
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ ! -x tests/types/node_modules/typescript/bin/tsc ]; then
+    echo "setup: npm install in tests/types"
+    (cd tests/types && npm ci --no-audit --no-fund --loglevel=error)
 fi
