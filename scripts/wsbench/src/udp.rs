@@ -6,7 +6,7 @@
 //! message is exactly one datagram, both ways (issue 14). websocat's
 //! `ws-l:ADDR udp:TARGET` mode does the same (one message per datagram, checked when this
 //! was written). The client here speaks RFC 6455 binary frames, one `write` per datagram,
-//! and reads one whole message per datagram ([`Reader::read_message`]).
+//! and reads one whole message per datagram ([`Reader::read_message`](crate::client::Reader::read_message)).
 //!
 //! # Targets (threads inside wsbench)
 //! | target | what it does with a datagram |
