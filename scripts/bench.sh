@@ -3,8 +3,9 @@
 # with its peers").
 #
 # It builds the release binaries, then runs `wsbench`, which starts its own TCP targets
-# (echo, sink, source, idle) and wsproxy, plus websocat and websockify when they are
-# installed, and measures them all with the same client. It prints a table (medians, with
+# (echo, sink, source, idle), UDP targets (echo, sink) and wsproxy, plus websocat and
+# websockify when they are installed (websocat also in its UDP mode), and measures them
+# all with the same client. It prints a table (medians, with
 # ratios to plain TCP), one `BENCH ...` line per figure, and a PASS/FAIL list against the
 # targets of the issue. The whole output is also saved to target/wsbench-last.txt.
 #
@@ -17,7 +18,9 @@
 #   --tls / --no-tls  run / skip the wss:// vs ws:// measurement (default: run, except with
 #                     --quick, where building the release test binary would take too long)
 #   anything else     passed to wsbench, e.g. `--idle 1000,5000,9000`, `--only bulk,latency`,
-#                     `--modes direct,binary`, `--runs 7`; see `target/release/wsbench --help`
+#                     `--modes direct,binary`, `--runs 7`, `--only udp` (UDP datagrams
+#                     only: round trips and one-way rate with loss, beside plain UDP and
+#                     websocat); see `target/release/wsbench --help`
 set -euo pipefail
 
 # Work from the crate root, whatever the caller's directory.

@@ -9,6 +9,7 @@
 #   - Python peers pinned in tests/peers/requirements.txt (pip --target tests/peers/python),
 #   - iproute2 and util-linux for the tests that run in private network namespaces,
 #   - tshark (reads the recordings back) and prometheus (its promtool checks /metrics).
+#   - TypeScript from npm (tests/types/node_modules: tsc --strict checks wsproxy.d.ts).
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +49,9 @@ if ! cmp -s tests/peers/requirements.txt "$peers_stamp" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check --target tests/peers/python \
         -r tests/peers/requirements.txt
     cp tests/peers/requirements.txt "$peers_stamp"
+fi
+
+if [ ! -x tests/types/node_modules/typescript/bin/tsc ]; then
+    echo "setup: npm install in tests/types"
+    (cd tests/types && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -1,6 +1,7 @@
 /**
  * TypeScript declarations for wsproxy.js / wsproxy.mjs — a TCP-socket-shaped
- * client for WebSocket-to-TCP proxies (wsproxy, websockify).
+ * client for WebSocket-to-TCP proxies (wsproxy, websockify), and a
+ * datagram-shaped one for UDP (`transport: "udp"`).
  *
  * As a module:   import { connect } from "./wsproxy.mjs";
  * As a global:   <script src="/wsproxy.js"></script> then WsProxy.connect(…)
@@ -11,6 +12,9 @@ export as namespace WsProxy;
 
 /** How bytes travel in WebSocket messages. */
 export type Framing = "binary" | "base64";
+
+/** What a tunnel carries: a TCP byte stream, or UDP datagrams (one per send() and per data event). */
+export type Transport = "tcp" | "udp";
 
 /** The socket's life cycle. */
 export type ReadyState = "connecting" | "open" | "closing" | "closed";
@@ -25,8 +29,11 @@ export interface ConnectOptions {
   proxy?: string;
   /** Target host name or IP address (IPv6 with or without brackets). Used with `port`. */
   host?: string;
-  /** Target TCP port, 1–65535. */
+  /** Target port, 1–65535. */
   port?: number | string;
+  /** "tcp" (default) or "udp". With "udp", host+port and target become the path
+   *  "/udp/host:port"; `path` and `url` are used as given. */
+  transport?: Transport;
   /** Target as one "host:port" string ("[::1]:22" for IPv6). */
   target?: string;
   /** A fixed path on the proxy, for servers with a fixed target (websockify: "/websockify"). */
@@ -36,7 +43,8 @@ export interface ConnectOptions {
   /** Subprotocols to offer, most preferred first.
    *  Default ["binary", "base64", "websockets-proxy"]; [] offers none (binary frames). */
   protocols?: string[] | string;
-  /** Largest payload per outgoing frame, in bytes. Default 49152 (64 KiB as Base64). */
+  /** Largest payload per outgoing TCP frame, in bytes. Default 49152 (64 KiB as Base64).
+   *  UDP datagrams are never split. */
   chunkSize?: number;
   /** send() returns false when bufferedAmount exceeds this. Default 1 MiB. */
   highWaterMark?: number;
@@ -51,7 +59,7 @@ export interface OpenEvent extends Event {
 }
 
 export interface DataEvent extends Event {
-  /** The bytes of one WebSocket message from the target. */
+  /** The bytes of one WebSocket message from the target (with transport "udp": one datagram). */
   readonly data: Uint8Array;
 }
 
@@ -92,9 +100,11 @@ export interface WsProxySocketEventMap {
   error: ErrorEvent;
 }
 
-/** A TCP connection through a WebSocket proxy. */
+/** A TCP connection (or a UDP association) through a WebSocket proxy. */
 export class WsProxySocket extends EventTarget {
   constructor(options: ConnectOptions);
+  /** "tcp" or "udp", as asked for in the options. */
+  readonly transport: Transport;
   /** The WebSocket URL in use. */
   readonly url: string;
   /** The subprotocols offered. */
@@ -121,7 +131,9 @@ export class WsProxySocket extends EventTarget {
   onerror: ((this: WsProxySocket, ev: ErrorEvent) => void) | null;
 
   /** Sends bytes; strings as UTF-8. Queued while connecting.
-   *  Returns false when bufferedAmount is above highWaterMark. */
+   *  Returns false when bufferedAmount is above highWaterMark.
+   *  With transport "udp": one call is one datagram (one message, even when empty);
+   *  throws a RangeError above MAX_DATAGRAM bytes. */
   send(data: SendData): boolean;
   /** Resolves when bufferedAmount <= threshold (default 0); rejects if the socket closes first. */
   drain(threshold?: number): Promise<void>;
@@ -155,17 +167,20 @@ export class Utf8Decoder {
 export const version: string;
 /** ["binary", "base64", "websockets-proxy"] */
 export const DEFAULT_PROTOCOLS: readonly string[];
+/** The largest UDP datagram send() accepts: 65507 bytes (the IPv4 limit). */
+export const MAX_DATAGRAM: number;
 /** Close code → name, e.g. 1011 → "Internal Error". */
 export const CLOSE_CODES: Readonly<Record<number, string>>;
 
-/** Opens a TCP connection through a WebSocket proxy. */
+/** Opens a TCP connection (or with transport "udp", a UDP one) through a WebSocket proxy. */
 export function connect(options: ConnectOptions): WsProxySocket;
 /** The framing a negotiated subprotocol means ("" and "binary" → "binary"; "base64", "websockets-proxy" → "base64"). */
 export function framingFor(protocol: string | null | undefined): Framing;
 /** The WebSocket URL connect() would use. */
 export function buildUrl(options: ConnectOptions): string;
-/** "/host:port", IPv6 in brackets. Throws on an empty host or a bad port. */
-export function targetPath(host: string, port: number | string): string;
+/** "/host:port" ("/udp/host:port" for UDP), IPv6 in brackets. Throws on an empty host,
+ *  a bad port or an unknown transport. */
+export function targetPath(host: string, port: number | string, transport?: Transport): string;
 /** A close code and reason in words. */
 export function describeClose(code: number, reason?: string, opened?: boolean): string;
 /** String → UTF-8 (lone surrogates become U+FFFD). */
@@ -182,6 +197,7 @@ declare const WsProxy: {
   connect: typeof connect;
   WsProxySocket: typeof WsProxySocket;
   DEFAULT_PROTOCOLS: typeof DEFAULT_PROTOCOLS;
+  MAX_DATAGRAM: typeof MAX_DATAGRAM;
   CLOSE_CODES: typeof CLOSE_CODES;
   framingFor: typeof framingFor;
   buildUrl: typeof buildUrl;

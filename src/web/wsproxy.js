@@ -1,9 +1,10 @@
 /*!
- * wsproxy.js — a TCP-socket-shaped client for WebSocket-to-TCP proxies.
+ * wsproxy.js — a TCP-socket-shaped client for WebSocket-to-TCP proxies
+ * (and a datagram-shaped one for UDP).
  *
- * Works with wsproxy (the target goes in the URL path: ws://proxy/host:port)
- * and with websockify (a fixed target: pass `url` or `path`). No dependencies,
- * no build step.
+ * Works with wsproxy (the target goes in the URL path: ws://proxy/host:port,
+ * or ws://proxy/udp/host:port for UDP) and with websockify (a fixed target:
+ * pass `url` or `path`). No dependencies, no build step.
  *
  * How to load it:
  *   - classic script:  <script src="/wsproxy.js"></script>  → globalThis.WsProxy
@@ -16,6 +17,17 @@
  *   s.onopen  = () => s.send("GET / HTTP/1.0\r\n\r\n");      // strings go out as UTF-8
  *   s.ondata  = (bytes) => console.log(WsProxy.utf8Decode(bytes));
  *   s.onclose = (e) => console.log("closed:", e.message);    // e.g. "1011 Internal Error: connect …: connection refused"
+ *
+ * UDP. With `transport: "udp"` the proxy relays datagrams instead of a byte
+ * stream (path /udp/host:port): every send() is exactly one datagram, sent as
+ * one WebSocket message (never split, never joined; zero-length works), and
+ * every `data` event is exactly one datagram from the target. A datagram holds
+ * at most 65,507 bytes (MAX_DATAGRAM, the IPv4 limit); send() throws a
+ * RangeError for a larger one rather than splitting it. UDP has no close: the
+ * tunnel lasts until close() or until the proxy's idle timeout.
+ *   const d = WsProxy.connect({ host: "127.0.0.1", port: 53, transport: "udp" });
+ *   d.onopen = () => d.send(query);                         // one datagram
+ *   d.ondata = (datagram) => console.log(datagram.length);  // one datagram each
  *
  * Framing. A WebSocket carries messages, TCP carries a byte stream. The proxy
  * and this library agree on one of two ways to carry bytes, chosen during the
@@ -298,6 +310,22 @@
     throw new TypeError("expected a Uint8Array, ArrayBuffer, typed array or string");
   }
 
+  /** The largest UDP payload (65,535 − 8 bytes of UDP header − 20 of IPv4 header). */
+  const MAX_DATAGRAM = 65507;
+
+  /** What a tunnel carries: a TCP byte stream or UDP datagrams. */
+  const TRANSPORTS = Object.freeze(["tcp", "udp"]);
+
+  /** Checks a `transport` option; undefined means "tcp". */
+  function transportOf(transport) {
+    if (transport === undefined || transport === null) return "tcp";
+    const t = String(transport).toLowerCase();
+    if (!TRANSPORTS.includes(t)) {
+      throw new TypeError("transport must be \"tcp\" or \"udp\", got " + JSON.stringify(transport));
+    }
+    return t;
+  }
+
   /** The subprotocols offered when none are configured, most preferred first. */
   const DEFAULT_PROTOCOLS = Object.freeze(["binary", "base64", "websockets-proxy"]);
 
@@ -318,10 +346,12 @@
   }
 
   /**
-   * The path that names a TCP target on wsproxy: "/host:port", with IPv6
-   * literals in brackets ("/[::1]:22") and anything unusual percent-encoded.
+   * The path that names a target on wsproxy: "/host:port" for TCP and
+   * "/udp/host:port" for UDP, with IPv6 literals in brackets ("/[::1]:22")
+   * and anything unusual percent-encoded (so a host can never add a "/").
    */
-  function targetPath(host, port) {
+  function targetPath(host, port, transport) {
+    const prefix = transportOf(transport) === "udp" ? "/udp" : "";
     host = String(host).trim();
     if (host === "") throw new TypeError("host must not be empty");
     const p = Number(port);
@@ -331,7 +361,7 @@
     if (host.includes(":") && !host.startsWith("[")) host = "[" + host + "]"; // bare IPv6
     const encoded = encodeURIComponent(host)
       .replace(/%3A/gi, ":").replace(/%5B/gi, "[").replace(/%5D/gi, "]");
-    return "/" + encoded + ":" + p;
+    return prefix + "/" + encoded + ":" + p;
   }
 
   /** The page's own origin as a ws:// or wss:// URL, if there is a page. */
@@ -347,11 +377,14 @@
    *   { proxy?, path }              → proxy + path  (fixed target, e.g. "/websockify")
    *   { proxy?, target: "h:p" }     → proxy + "/h:p"
    *   { proxy?, host, port }        → proxy + targetPath(host, port)
+   * With `transport: "udp"` the last two become "/udp/h:p"; `url` and `path`
+   * are used as given (the caller chose the endpoint, e.g. a fixed UDP target).
    * `proxy` defaults to the page's own origin (ws://host:port of location).
    * http(s):// proxies are accepted and turned into ws(s)://.
    */
   function buildUrl(options) {
     const o = options || {};
+    const transport = transportOf(o.transport);
     if (o.url) return String(o.url);
     let base = o.proxy !== undefined ? String(o.proxy) : defaultProxy();
     if (!base) throw new TypeError("connect(): give `proxy` (e.g. \"ws://localhost:8080\") or `url`");
@@ -365,12 +398,12 @@
       const t = String(o.target);
       const m = /^\[?(.*?)\]?:(\d+)$/.exec(t);
       if (!m) throw new TypeError("target must look like \"host:port\", got " + JSON.stringify(t));
-      return base + targetPath(m[1], m[2]);
+      return base + targetPath(m[1], m[2], transport);
     }
     if (o.host === undefined || o.port === undefined) {
       throw new TypeError("connect(): give host and port, target, path or url");
     }
-    return base + targetPath(o.host, o.port);
+    return base + targetPath(o.host, o.port, transport);
   }
 
   /** Names of the WebSocket close codes (RFC 6455 §7.4.1 and the IANA registry). */
@@ -451,9 +484,10 @@
   const STATES = ["connecting", "open", "closing", "closed"];
 
   /**
-   * A TCP connection through a WebSocket proxy. Create it with
-   * WsProxy.connect(options). Events (both `onX` properties and
-   * addEventListener("X", …)): open, data, frame, close, error.
+   * A TCP connection (or, with transport "udp", a UDP association) through a
+   * WebSocket proxy. Create it with WsProxy.connect(options). Events (both
+   * `onX` properties and addEventListener("X", …)): open, data, frame, close,
+   * error.
    */
   class WsProxySocket extends EventTargetBase {
     constructor(options) {
@@ -463,6 +497,8 @@
       if (typeof WS !== "function") {
         throw new TypeError("no WebSocket implementation: pass options.WebSocket");
       }
+      /** "tcp" (a byte stream) or "udp" (datagrams: one per send(), one per data event). */
+      this.transport = transportOf(o.transport);
       /** The WebSocket URL in use. */
       this.url = buildUrl(o);
       /** The subprotocols offered, most preferred first. */
@@ -470,7 +506,8 @@
       this.protocols = p === undefined || p === null ? DEFAULT_PROTOCOLS.slice()
         : Array.isArray(p) ? p.map(String)
         : String(p) ? [String(p)] : [];
-      /** Sends larger than this are split into several frames (bytes of payload). */
+      /** TCP sends larger than this are split into several frames (bytes of
+       *  payload). UDP sends are never split. */
       this.chunkSize = Math.max(1, Math.floor(o.chunkSize || 48 * 1024)); // 48 KiB = 64 KiB of Base64
       /** send() returns false once bufferedAmount exceeds this. */
       this.highWaterMark = o.highWaterMark !== undefined ? o.highWaterMark : 1024 * 1024;
@@ -523,7 +560,9 @@
 
     /**
      * Sends bytes to the target. Strings are encoded as UTF-8. Data sent
-     * while still connecting is queued and goes out on open.
+     * while still connecting is queued and goes out on open. With transport
+     * "udp", each call is one datagram (one WebSocket message, even when
+     * empty), and more than MAX_DATAGRAM bytes is a RangeError.
      * @param {Uint8Array|ArrayBuffer|ArrayBufferView|string} data
      * @returns {boolean} false when bufferedAmount is above highWaterMark:
      *   `await socket.drain()` before sending more.
@@ -533,6 +572,10 @@
       const state = this.readyState;
       if (state === "closing" || state === "closed") {
         throw new Error("wsproxy: send() on a " + state + " socket");
+      }
+      if (this.transport === "udp" && bytes.length > MAX_DATAGRAM) {
+        throw new RangeError("wsproxy: a UDP datagram holds at most " + MAX_DATAGRAM +
+          " bytes, got " + bytes.length + " (datagrams are never split)");
       }
       if (state === "connecting") {
         const copy = bytes.slice(); // the caller may reuse its buffer
@@ -568,7 +611,7 @@
 
     /**
      * Closes the connection. The proxy delivers what was already sent, then
-     * closes the TCP connection to the target.
+     * closes the TCP connection to the target (or its UDP socket).
      * @param {string} [reason] up to 123 bytes of UTF-8
      */
     close(reason) {
@@ -584,8 +627,9 @@
     /** Sends bytes as frames of at most chunkSize payload bytes. A TCP
      *  stream has no message boundaries, so splitting changes nothing for
      *  the target and keeps each frame small for the proxy. Nothing is
-     *  sent for an empty array. */
+     *  sent for an empty array. A UDP datagram is always one message. */
     _write(bytes) {
+      if (this.transport === "udp") return this._writeMessage(bytes);
       for (let off = 0; off < bytes.length; off += this.chunkSize) {
         const chunk = bytes.subarray(off, Math.min(off + this.chunkSize, bytes.length));
         const frame = this.framing === "base64" ? base64Encode(chunk) : chunk;
@@ -593,6 +637,14 @@
         this.bytesSent += chunk.length;
         this._frame("out", chunk.length, frame);
       }
+    }
+
+    /** Sends `bytes` as exactly one WebSocket message (empty included). */
+    _writeMessage(bytes) {
+      const frame = this.framing === "base64" ? base64Encode(bytes) : bytes;
+      this._ws.send(frame);
+      this.bytesSent += bytes.length;
+      this._frame("out", bytes.length, frame);
     }
 
     _frame(direction, size, frame) {
@@ -668,11 +720,12 @@
   }
 
   /**
-   * Opens a TCP connection through a WebSocket proxy. See buildUrl for the
-   * ways to name the endpoint. Other options:
+   * Opens a TCP connection (or a UDP one) through a WebSocket proxy. See
+   * buildUrl for the ways to name the endpoint. Other options:
+   *   transport     "tcp" (default) or "udp": datagrams, one per send() and per data event
    *   protocols     subprotocols to offer (default ["binary","base64","websockets-proxy"];
    *                 [] offers none, which means binary frames)
-   *   chunkSize     largest payload per frame (default 49152)
+   *   chunkSize     largest payload per TCP frame (default 49152; UDP sends are never split)
    *   highWaterMark send() returns false above this many buffered bytes (default 1 MiB)
    *   WebSocket     a WebSocket implementation (default globalThis.WebSocket)
    * @returns {WsProxySocket}
@@ -686,6 +739,7 @@
     connect: connect,
     WsProxySocket: WsProxySocket,
     DEFAULT_PROTOCOLS: DEFAULT_PROTOCOLS,
+    MAX_DATAGRAM: MAX_DATAGRAM,
     CLOSE_CODES: CLOSE_CODES,
     framingFor: framingFor,
     buildUrl: buildUrl,

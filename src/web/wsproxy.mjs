@@ -18,6 +18,7 @@ export const {
   connect,
   WsProxySocket,
   DEFAULT_PROTOCOLS,
+  MAX_DATAGRAM,
   CLOSE_CODES,
   framingFor,
   buildUrl,

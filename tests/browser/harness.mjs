@@ -7,6 +7,8 @@
  *                      ($WSPROXY_BIN, default target/debug/wsproxy under the repo root)
  *                      and learns its address from the "listening on ADDR" line
  *   startEchoServer()  a loopback TCP target that echoes bytes back
+ *   startUdpEchoServer()  a loopback UDP target that sends every datagram back
+ *                      to where it came from, and records their sizes
  *   startHttpServer()  a loopback TCP target that answers any request (even the
  *                      HTTP/0.9-style "GET /\r\n\r\n" of the prototype's README)
  *                      with a small HTTP/1.0 response, then closes
@@ -20,6 +22,7 @@
  * nothing behind.
  */
 import { spawn } from "node:child_process";
+import dgram from "node:dgram";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
@@ -168,6 +171,31 @@ async function listen(onConnection) {
 /** A TCP echo server; it ends its side when the client ends (half-close). */
 export function startEchoServer() {
   return listen((sock) => sock.pipe(sock));
+}
+
+/**
+ * A UDP echo on 127.0.0.1: each datagram goes back, as one datagram of the
+ * same bytes, to its sender. `sizes` lists the size of every datagram that
+ * arrived, in order (so a test can see boundaries on the UDP side too).
+ */
+export async function startUdpEchoServer() {
+  const socket = dgram.createSocket("udp4");
+  const sizes = [];
+  socket.on("message", (msg, from) => {
+    sizes.push(msg.length);
+    socket.send(msg, from.port, from.address);
+  });
+  socket.on("error", () => {}); // e.g. ICMP "port unreachable" after a tunnel went away
+  await new Promise((resolve, reject) => {
+    socket.once("error", reject);
+    socket.bind(0, "127.0.0.1", resolve);
+  });
+  return {
+    host: "127.0.0.1",
+    port: socket.address().port,
+    sizes,
+    close: () => new Promise((resolve) => socket.close(resolve)),
+  };
 }
 
 /**

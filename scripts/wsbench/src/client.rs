@@ -9,7 +9,9 @@
 //! - nothing is allocated per frame.
 //!
 //! A [`Tunnel`] is a [`Reader`] plus a [`Writer`] sharing one socket, so a test can send
-//! from one thread while it receives on another.
+//! from one thread while it receives on another. A TCP tunnel is read as a byte stream
+//! ([`Reader::read`], [`Reader::verify_next`]); a UDP tunnel, where a message is a
+//! datagram, one message at a time ([`Reader::read_message`]).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -399,6 +401,83 @@ impl Reader {
                 r.len()
             }
         })
+    }
+
+    /// Reads one whole binary message (a datagram, in a UDP tunnel) into `out`; returns its
+    /// length, or `None` once the peer has closed. Control frames are handled on the way,
+    /// and a fragmented message is joined. A frame is only taken from the buffer once all
+    /// of it has arrived, so after a read timeout (`WouldBlock`) between messages the call
+    /// can simply be repeated.
+    pub fn read_message(&mut self, out: &mut [u8]) -> io::Result<Option<usize>> {
+        let mut len = 0;
+        let mut started = false;
+        loop {
+            let frame = match self.whole_frame() {
+                Err(e) if started => return Err(bad(format!("inside a fragmented message: {e}"))),
+                other => other?,
+            };
+            let Some((opcode, fin, payload)) = frame else {
+                return match started {
+                    true => Err(bad("EOF inside a fragmented message")),
+                    false => Ok(None),
+                };
+            };
+            match opcode {
+                0x2 if !started => {}
+                0x0 if started => {}
+                0x8 => {
+                    let p = &self.buf[payload];
+                    self.close_code = (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]));
+                    self.closed = true;
+                    return Ok(None);
+                }
+                0x9 | 0xA => continue, // Ping, Pong: the proxy only pings with --heartbeat
+                _ => return Err(bad(format!("unexpected opcode {opcode} in a UDP tunnel"))),
+            }
+            if len + payload.len() > out.len() {
+                return Err(bad(format!("a message over {} bytes", out.len())));
+            }
+            out[len..len + payload.len()].copy_from_slice(&self.buf[payload.clone()]);
+            len += payload.len();
+            started = true;
+            if fin {
+                return Ok(Some(len));
+            }
+        }
+    }
+
+    /// The next RFC 6455 frame once it is completely buffered: (opcode, FIN, the range of
+    /// its payload in `buf`, valid until the next read); `None` at EOF.
+    fn whole_frame(&mut self) -> io::Result<Option<(u8, bool, Range<usize>)>> {
+        loop {
+            if self.closed {
+                return Ok(None);
+            }
+            let avail = &self.buf[self.start..self.end];
+            if let Some((opcode, masked, len, hlen)) = parse_header(avail)? {
+                if masked {
+                    return Err(bad("server frame is masked"));
+                }
+                if len > (self.buf.len() - hlen) as u64 {
+                    return Err(bad(format!(
+                        "a frame of {len} bytes: larger than the buffer"
+                    )));
+                }
+                let total = hlen + len as usize;
+                if avail.len() >= total {
+                    let fin = avail[0] & 0x80 != 0;
+                    let payload = self.start + hlen..self.start + total;
+                    self.start += total;
+                    return Ok(Some((opcode, fin, payload)));
+                }
+            }
+            if self.fill()? == 0 {
+                if self.start < self.end {
+                    return Err(bad("EOF inside a frame"));
+                }
+                self.closed = true;
+            }
+        }
     }
 
     /// Describes the decoder's state, for error messages.
@@ -938,6 +1017,44 @@ mod tests {
                 "{proto:?}"
             );
         }
+    }
+
+    #[test]
+    fn read_message_returns_one_message_at_a_time() {
+        // SIZES as binary messages, a Ping between them, one message in three fragments,
+        // then the Close; fed in 7-byte pieces.
+        let mut stream = server_stream(Proto::Binary);
+        let close = stream.split_off(stream.len() - 4);
+        stream.extend_from_slice(&[0x89, 0x01, b'p']);
+        stream.extend_from_slice(&[0x02, 0x01, 0xAA, 0x00, 0x02, 0xBB, 0xCC, 0x80, 0x00]);
+        stream.extend_from_slice(&close);
+        let mut r = Reader::new(Arc::new(feed(stream)), Proto::Binary, 256 * 1024);
+        let mut out = vec![0u8; 70_000];
+        let mut offset = 0;
+        for n in SIZES {
+            assert_eq!(r.read_message(&mut out).unwrap(), Some(n), "message of {n}");
+            assert!(verify(offset, &out[..n]).is_ok());
+            offset += n as u64;
+        }
+        assert_eq!(
+            r.read_message(&mut out).unwrap(),
+            Some(3),
+            "fragments joined"
+        );
+        assert_eq!(&out[..3], &[0xAA, 0xBB, 0xCC]);
+        assert_eq!(r.read_message(&mut out).unwrap(), None);
+        assert_eq!(r.close_code, Some(1000));
+        // A message larger than the caller's buffer is an error, not a cut.
+        let mut r = Reader::new(
+            Arc::new(feed(server_stream(Proto::Binary))),
+            Proto::Binary,
+            256 * 1024,
+        );
+        let mut small = [0u8; 100];
+        for _ in 0..6 {
+            r.read_message(&mut small).unwrap(); // 0, 1, 2, 3, 4, 5 bytes
+        }
+        assert!(r.read_message(&mut small).is_err(), "125 bytes into 100");
     }
 
     #[test]

@@ -32,7 +32,11 @@
 //!   still carry data both ways at the end, the proxy's RSS and PSS
 //!   (`/proc/PID/smaps_rollup`), threads and memory maps (`/proc/PID/stat`, `/proc/PID/maps`)
 //!   per tunnel, and how long one more tunnel takes while they are held;
-//! - how much the proxy's RSS grew over all the bulk transfers.
+//! - how much the proxy's RSS grew over all the bulk transfers;
+//! - UDP (see [`udp`]): 64-byte datagram round trips p50/p99 with the probes that got no
+//!   answer, and 64-byte datagrams per second one way with the datagrams lost on the way,
+//!   for plain UDP (`direct`), wsproxy (`binary`: RFC 6455 binary, path
+//!   `/udp/127.0.0.1:PORT`) and websocat's UDP mode (`ws-l:` → `udp:`).
 //!
 //! Each figure is the median of several runs; the runs of the different columns are
 //! interleaved so that a noisy moment on the shared machine hits them all alike. Every
@@ -44,10 +48,11 @@ mod measure;
 mod procs;
 mod report;
 mod targets;
+mod udp;
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -56,6 +61,7 @@ use measure::{Ctx, Dir, Endpoint, EndpointKind, Spawner};
 use procs::{Peer, Proc, ProcStats};
 use report::{Metric, Report};
 use targets::{Targets, Which};
+use udp::{UdpEndpoint, UdpTargets, Via};
 
 const USAGE: &str = "\
 wsbench: measure wsproxy (and websocat/websockify if present) against plain TCP
@@ -74,7 +80,8 @@ OPTIONS:
   --rate-secs S              duration of a tunnels-per-second run (default 1, quick 0.3)
   --idle LIST                idle tunnel counts, e.g. 1000,5000,9000 (default 1000,5000,
                              quick 1000; 0 skips the test)
-  --only LIST                groups to run: bulk,latency,parallel,rate,idle (default all)
+  --udp-count N              datagrams per one-way UDP run (default 200000, quick 50000)
+  --only LIST                groups to run: bulk,latency,parallel,rate,idle,udp (default all)
   --modes LIST               columns: direct,binary,websockets-proxy,base64,hixie76,
                              websocat,websockify (default all that are available)
   --proxy PATH               wsproxy binary to spawn (default: next to wsbench)
@@ -96,6 +103,7 @@ struct Options {
     par_counts: Vec<usize>,
     rtt_count: usize,
     rate_secs: f64,
+    udp_count: u64,
     idle_counts: Vec<usize>,
     only: Vec<String>,
     modes: Option<Vec<String>>,
@@ -138,6 +146,11 @@ fn parse_options(mut args: pico_args::Arguments) -> Result<Options, pico_args::E
         rate_secs: args
             .opt_value_from_str("--rate-secs")?
             .unwrap_or(if quick { 0.3 } else { 1.0 }),
+        udp_count: args.opt_value_from_str("--udp-count")?.unwrap_or(if quick {
+            50_000
+        } else {
+            200_000
+        }),
         idle_counts: args
             .opt_value_from_fn("--idle", list::<usize>)?
             .unwrap_or(if quick { vec![1000] } else { vec![1000, 5000] })
@@ -207,6 +220,12 @@ fn serve() -> io::Result<()> {
         "source {}  (send 16 bytes: count u64 LE, offset u64 LE; get the pattern)",
         t.source
     );
+    let u = UdpTargets::start()?;
+    println!("udp echo {}  (sends every datagram back)", u.echo);
+    println!(
+        "udp sink {}  (counts 64-byte datagrams: seq u64 LE, then the pattern)",
+        u.sink
+    );
     loop {
         std::thread::park();
     }
@@ -214,126 +233,213 @@ fn serve() -> io::Result<()> {
 
 /// The processes under test; dropping this stops them.
 struct Under {
-    _procs: Vec<Proc>,
+    /// Kept only to be dropped at the end, which stops them.
+    procs: Vec<Proc>,
     endpoints: Vec<Endpoint>,
+    /// The columns of the UDP tests (empty unless they run).
+    udp_endpoints: Vec<UdpEndpoint>,
 }
 
-/// Starts wsproxy and the peers and lists the endpoints (columns) to measure.
-fn start_endpoints(opts: &Options, targets: &Targets) -> io::Result<Under> {
-    let wanted = |name: &str| {
-        opts.modes
+/// Something measured in a column of the report.
+trait Column {
+    fn column(&self) -> &str;
+}
+
+impl Column for Endpoint {
+    fn column(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Column for UdpEndpoint {
+    fn column(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Options {
+    /// Whether `--modes` asks for this column (all do without it).
+    fn wants(&self, column: &str) -> bool {
+        self.modes
             .as_ref()
-            .is_none_or(|m| m.iter().any(|x| x == name))
+            .is_none_or(|m| m.iter().any(|x| x == column))
+    }
+}
+
+/// Starts wsproxy and the peers and lists the endpoints (columns) to measure; with
+/// `udp` (the UDP targets, when those tests run) also the UDP columns.
+fn start_endpoints(
+    opts: &Options,
+    targets: &Targets,
+    udp: Option<&UdpTargets>,
+) -> io::Result<Under> {
+    let mut under = Under {
+        procs: Vec::new(),
+        endpoints: Vec::new(),
+        udp_endpoints: Vec::new(),
     };
-    let mut procs = Vec::new();
-    let mut endpoints = Vec::new();
-    if wanted("direct") {
-        endpoints.push(Endpoint {
+    if opts.wants("direct") {
+        under.endpoints.push(Endpoint {
             name: "direct".into(),
             proto: Proto::Direct,
             kind: EndpointKind::Direct,
             spawner: None,
         });
+        if udp.is_some() {
+            under.udp_endpoints.push(UdpEndpoint {
+                name: "direct".into(),
+                via: Via::Direct,
+            });
+        }
     }
+    start_wsproxy(opts, udp.is_some(), &mut under)?;
+    // Peers: optional; one instance per busy target (the idle test starts its own).
+    for peer in [Peer::Websocat, Peer::Websockify] {
+        if opts.no_peers || !opts.wants(peer.name()) {
+            continue;
+        }
+        match peer.find(opts.peer_dir.as_deref()) {
+            Some(program) => start_peer(peer, &program, targets, udp, &mut under),
+            None => eprintln!(
+                "wsbench: {} not found (scripts/bench.sh --install-peers), skipped",
+                peer.name()
+            ),
+        }
+    }
+    Ok(under)
+}
 
-    // wsproxy: spawned here unless an address and pid were given.
+/// wsproxy's columns: spawned here unless an address and pid were given. With `udp`, its
+/// `binary` column is also a UDP column.
+fn start_wsproxy(opts: &Options, udp: bool, under: &mut Under) -> io::Result<()> {
     let wsproxy_modes = [
         ("binary", Proto::Binary),
         ("websockets-proxy", Proto::Text("websockets-proxy")),
         ("base64", Proto::Text("base64")),
         ("hixie76", Proto::Hixie76),
     ];
-    if wsproxy_modes.iter().any(|(name, _)| wanted(name)) {
-        let (addr, pid, program) = match (opts.proxy_addr, opts.proxy_pid) {
-            (Some(addr), Some(pid)) => (addr, pid, None),
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(io::Error::other("--proxy-addr and --proxy-pid go together"));
-            }
-            (None, None) => {
-                let program = match &opts.proxy {
-                    Some(p) => p.clone(),
-                    None => std::env::current_exe()?.with_file_name("wsproxy"),
-                };
-                let p = procs::spawn_wsproxy(&program, &opts.proxy_args)?;
-                eprintln!("wsbench: wsproxy (pid {}) listening on {}", p.pid(), p.addr);
-                let found = (p.addr, p.pid(), Some(program));
-                procs.push(p);
-                found
-            }
-        };
-        for (name, proto) in wsproxy_modes {
-            if wanted(name) {
-                endpoints.push(Endpoint {
-                    name: name.into(),
-                    proto,
-                    kind: EndpointKind::PathRouted { addr, pid },
-                    spawner: program.clone().map(|program| Spawner::Wsproxy {
-                        program,
-                        args: opts.proxy_args.clone(),
-                    }),
-                });
-            }
-        }
+    if !wsproxy_modes.iter().any(|(name, _)| opts.wants(name)) {
+        return Ok(());
     }
-
-    // Peers: optional; one instance per busy target (the idle test starts its own).
-    for peer in [Peer::Websocat, Peer::Websockify] {
-        if opts.no_peers || !wanted(peer.name()) {
-            continue;
+    let (addr, pid, program) = match (opts.proxy_addr, opts.proxy_pid) {
+        (Some(addr), Some(pid)) => (addr, pid, None),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(io::Error::other("--proxy-addr and --proxy-pid go together"));
         }
-        let Some(program) = peer.find(opts.peer_dir.as_deref()) else {
-            eprintln!(
-                "wsbench: {} not found (scripts/bench.sh --install-peers), skipped",
-                peer.name()
-            );
-            continue;
-        };
-        let mut instances = Vec::new();
-        let mut started = Vec::new();
-        for which in [Which::Echo, Which::Sink, Which::Source] {
-            match peer.spawn(&program, targets.addr(which)) {
-                Ok(p) => {
-                    instances.push((which, p.addr, p.pid()));
-                    started.push(p);
-                }
-                Err(e) => {
-                    eprintln!("wsbench: cannot start {}: {e}; skipped", program.display());
-                    break;
-                }
-            }
+        (None, None) => {
+            let program = match &opts.proxy {
+                Some(p) => p.clone(),
+                None => std::env::current_exe()?.with_file_name("wsproxy"),
+            };
+            let p = procs::spawn_wsproxy(&program, &opts.proxy_args)?;
+            eprintln!("wsbench: wsproxy (pid {}) listening on {}", p.pid(), p.addr);
+            let found = (p.addr, p.pid(), Some(program));
+            under.procs.push(p);
+            found
         }
-        if instances.len() == 3 {
-            eprintln!("wsbench: also measuring {}", program.display());
-            procs.extend(started);
-            endpoints.push(Endpoint {
-                name: peer.name().into(),
-                proto: Proto::Binary,
-                kind: EndpointKind::Fixed { instances },
-                spawner: Some(Spawner::Peer { peer, program }),
+    };
+    if udp && opts.wants("binary") {
+        under.udp_endpoints.push(UdpEndpoint {
+            name: "binary".into(),
+            via: Via::Wsproxy(addr),
+        });
+    }
+    for (name, proto) in wsproxy_modes {
+        if opts.wants(name) {
+            under.endpoints.push(Endpoint {
+                name: name.into(),
+                proto,
+                kind: EndpointKind::PathRouted { addr, pid },
+                spawner: program.clone().map(|program| Spawner::Wsproxy {
+                    program,
+                    args: opts.proxy_args.clone(),
+                }),
             });
         }
     }
-    Ok(Under {
-        _procs: procs,
-        endpoints,
-    })
+    Ok(())
+}
+
+/// A peer's column: one instance per busy TCP target, and with `udp`, websocat's UDP mode
+/// towards the UDP echo and sink. A peer that does not start is skipped, with a note.
+fn start_peer(
+    peer: Peer,
+    program: &Path,
+    targets: &Targets,
+    udp: Option<&UdpTargets>,
+    under: &mut Under,
+) {
+    let mut instances = Vec::new();
+    let mut started = Vec::new();
+    for which in [Which::Echo, Which::Sink, Which::Source] {
+        match peer.spawn(program, targets.addr(which)) {
+            Ok(p) => {
+                instances.push((which, p.addr, p.pid()));
+                started.push(p);
+            }
+            Err(e) => {
+                eprintln!("wsbench: cannot start {}: {e}; skipped", program.display());
+                break;
+            }
+        }
+    }
+    if instances.len() == 3 {
+        eprintln!("wsbench: also measuring {}", program.display());
+        under.procs.extend(started);
+        under.endpoints.push(Endpoint {
+            name: peer.name().into(),
+            proto: Proto::Binary,
+            kind: EndpointKind::Fixed { instances },
+            spawner: Some(Spawner::Peer {
+                peer,
+                program: program.to_path_buf(),
+            }),
+        });
+    }
+    if let Some(udp) = udp.filter(|_| peer == Peer::Websocat) {
+        match start_udp_peer(peer, program, udp) {
+            Ok((started, via)) => {
+                under.procs.extend(started);
+                under.udp_endpoints.push(UdpEndpoint {
+                    name: peer.name().into(),
+                    via,
+                });
+            }
+            Err(e) => eprintln!(
+                "wsbench: cannot start {} for UDP: {e}; skipped",
+                peer.name()
+            ),
+        }
+    }
+}
+
+/// Starts a peer's UDP mode twice, towards the UDP echo and the UDP sink.
+fn start_udp_peer(peer: Peer, program: &Path, udp: &UdpTargets) -> io::Result<(Vec<Proc>, Via)> {
+    let echo = peer.spawn_udp(program, udp.echo)?;
+    let sink = peer.spawn_udp(program, udp.sink)?;
+    let via = Via::Fixed {
+        echo: echo.addr,
+        sink: sink.addr,
+    };
+    Ok((vec![echo, sink], via))
 }
 
 /// Runs `f` for each run and endpoint, recording values (or the first error per column).
 /// `f` returns one or more (metric, value) pairs.
-fn each_run<F>(
+fn each_run<E: Column, F>(
     runs: usize,
-    eps: &[Endpoint],
+    eps: &[E],
     report: &mut Report,
     what: &str,
     main: &Metric,
     mut f: F,
 ) where
-    F: FnMut(&Endpoint) -> io::Result<Vec<(Metric, f64)>>,
+    F: FnMut(&E) -> io::Result<Vec<(Metric, f64)>>,
 {
     for run in 1..=runs {
         for ep in eps {
-            if report.failed(&main.key, &ep.name) {
+            let name = ep.column();
+            if report.failed(&main.key, name) {
                 continue;
             }
             match f(ep) {
@@ -342,18 +448,14 @@ fn each_run<F>(
                         .iter()
                         .map(|(m, v)| format!("{}={v:.*}", m.key, m.decimals))
                         .collect();
-                    eprintln!(
-                        "  {what} run {run}/{runs}  {:<17} {}",
-                        ep.name,
-                        shown.join(" ")
-                    );
+                    eprintln!("  {what} run {run}/{runs}  {name:<17} {}", shown.join(" "));
                     for (m, v) in values {
-                        report.add(&m, &ep.name, v);
+                        report.add(&m, name, v);
                     }
                 }
                 Err(e) => {
-                    eprintln!("  {what} run {run}/{runs}  {:<17} error: {e}", ep.name);
-                    report.fail(main, &ep.name, e.to_string());
+                    eprintln!("  {what} run {run}/{runs}  {name:<17} error: {e}");
+                    report.fail(main, name, e.to_string());
                 }
             }
         }
@@ -391,8 +493,10 @@ fn rss_kib(ep: &Endpoint) -> Option<u64> {
 }
 
 fn run(opts: Options) -> io::Result<()> {
+    let group = |name: &str| opts.only.is_empty() || opts.only.iter().any(|g| g == name);
     let targets = Targets::start()?;
-    let under = start_endpoints(&opts, &targets)?;
+    let udp_targets = group("udp").then(UdpTargets::start).transpose()?;
+    let under = start_endpoints(&opts, &targets, udp_targets.as_ref())?;
     let eps = &under.endpoints;
     if eps.is_empty() {
         return Err(io::Error::other("nothing to measure"));
@@ -402,8 +506,13 @@ fn run(opts: Options) -> io::Result<()> {
         timeout: Duration::from_secs(20),
         ticks: procs::clock_ticks(),
     };
-    let mut report = Report::new(eps.iter().map(|e| e.name.clone()).collect());
-    let group = |name: &str| opts.only.is_empty() || opts.only.iter().any(|g| g == name);
+    let mut columns: Vec<String> = eps.iter().map(|e| e.name.clone()).collect();
+    for ep in &under.udp_endpoints {
+        if !columns.contains(&ep.name) {
+            columns.push(ep.name.clone());
+        }
+    }
+    let mut report = Report::new(columns);
     let mib = |b: u64| b / (1024 * 1024);
 
     if group("bulk") {
@@ -525,6 +634,11 @@ fn run(opts: Options) -> io::Result<()> {
         });
     }
 
+    if let Some(udp_targets) = &udp_targets {
+        let _t = Timed::new("udp");
+        udp_tests(&opts, &ctx, udp_targets, &under.udp_endpoints, &mut report);
+    }
+
     let mut largest_idle = None;
     if group("idle") {
         let _t = Timed::new("idle");
@@ -601,7 +715,7 @@ fn run(opts: Options) -> io::Result<()> {
     report.print_machine();
     println!();
     report.print_goals(largest_idle);
-    if opts.bulk_bytes < 256 << 20 {
+    if group("bulk") && opts.bulk_bytes < 256 << 20 {
         // /proc's CPU times are exact, but a 48 MiB transfer is tens of milliseconds of proxy
         // CPU, within reach of whatever else the machine does in that moment.
         println!(
@@ -611,4 +725,72 @@ fn run(opts: Options) -> io::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The UDP tests: round trips, then one-way datagrams per second, each interleaved over
+/// the columns run by run like the TCP figures.
+fn udp_tests(
+    opts: &Options,
+    ctx: &Ctx,
+    targets: &UdpTargets,
+    eps: &[UdpEndpoint],
+    report: &mut Report,
+) {
+    let size = udp::DATAGRAM;
+    eprintln!(
+        "wsbench: UDP, {size}-byte datagrams: {} round trips, then {} one way, per run",
+        opts.rtt_count, opts.udp_count
+    );
+    let rtt = [
+        Metric::new(
+            "udp_rtt_p50_us",
+            format!("UDP {size}-byte RTT p50 µs"),
+            1,
+            true,
+        ),
+        Metric::new(
+            "udp_rtt_p99_us",
+            format!("UDP {size}-byte RTT p99 µs"),
+            1,
+            true,
+        ),
+        Metric::new(
+            "udp_rtt_lost",
+            format!("UDP RTT probes unanswered (of {})", opts.rtt_count + 500),
+            0,
+            false,
+        ),
+    ];
+    each_run(opts.other_runs, eps, report, "udp rtt ", &rtt[0], |ep| {
+        let r = udp::round_trips(ep, targets, opts.rtt_count, ctx.timeout)?;
+        Ok(rtt
+            .iter()
+            .cloned()
+            .zip([r.p50_us, r.p99_us, r.lost as f64])
+            .collect())
+    });
+    let n = opts.udp_count;
+    let one_way = [
+        Metric::new(
+            "udp_datagrams_per_s",
+            format!("UDP {size}-byte datagrams/s one way (arrived)"),
+            0,
+            true,
+        ),
+        Metric::new("udp_sent", "UDP one way: datagrams sent", 0, false),
+        Metric::new("udp_received", "UDP one way: datagrams arrived", 0, false),
+        Metric::new("udp_lost_pct", "UDP one way: % lost", 2, false),
+    ];
+    each_run(
+        opts.other_runs,
+        eps,
+        report,
+        "udp 1way",
+        &one_way[0],
+        |ep| {
+            let r = udp::one_way(ep, targets, n, ctx.timeout)?;
+            let values = [r.per_s, r.sent as f64, r.received as f64, r.lost_pct()];
+            Ok(one_way.iter().cloned().zip(values).collect())
+        },
+    );
 }

@@ -3,7 +3,8 @@
 //! - wsproxy is spawned as `wsproxy -p 0 -l 127.0.0.1`; its address is parsed from the
 //!   `listening on <addr>` line it prints on stderr.
 //! - The peers (websocat, websockify) serve one fixed target each, so one instance per
-//!   target is started on a free port.
+//!   target is started on a free port. For the UDP tests, websocat runs in its UDP mode
+//!   (`ws-l:` → `udp:`, one message per datagram).
 //! - [`CpuTime`] and [`ProcStats`] sum CPU time, and RSS, PSS, threads and memory maps,
 //!   over a process and its descendants (websockify forks a child per connection; wsproxy
 //!   and websocat are one process).
@@ -154,20 +155,41 @@ impl Peer {
             .find(|p| p.is_file())
     }
 
-    /// Starts one instance relaying to `target` on a free loopback port.
+    /// Starts one instance relaying to the TCP `target` on a free loopback port.
     pub fn spawn(self, program: &Path, target: SocketAddr) -> io::Result<Proc> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let listen = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(program);
-        match self {
-            Peer::Websocat => cmd.args([
-                "--binary",
-                &format!("ws-l:{listen}"),
-                &format!("tcp:{target}"),
-            ]),
-            Peer::Websockify => cmd.args([listen.as_str(), &target.to_string()]),
+        let args = match self {
+            Peer::Websocat => vec![
+                "--binary".to_string(),
+                format!("ws-l:{listen}"),
+                format!("tcp:{target}"),
+            ],
+            Peer::Websockify => vec![listen, target.to_string()],
         };
-        let mut child = cmd
+        self.spawn_listening(program, &args, port)
+    }
+
+    /// Starts websocat relaying WebSocket messages to the UDP `target`, one binary message
+    /// per datagram each way (`websocat --binary ws-l:ADDR udp:TARGET`). Only websocat has
+    /// a UDP mode.
+    pub fn spawn_udp(self, program: &Path, target: SocketAddr) -> io::Result<Proc> {
+        if self != Peer::Websocat {
+            return Err(io::Error::other(format!("{} has no UDP mode", self.name())));
+        }
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let args = [
+            "--binary".to_string(),
+            format!("ws-l:127.0.0.1:{port}"),
+            format!("udp:{target}"),
+        ];
+        self.spawn_listening(program, &args, port)
+    }
+
+    /// Runs `program args` and waits until it accepts connections on loopback `port`.
+    fn spawn_listening(self, program: &Path, args: &[String], port: u16) -> io::Result<Proc> {
+        let mut child = Command::new(program)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

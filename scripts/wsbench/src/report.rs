@@ -181,7 +181,10 @@ impl Report {
             }
             println!("{line}");
         }
-        println!("(medians; in parentheses the ratio to the direct-TCP figure of the same run)");
+        println!(
+            "(medians; in parentheses the ratio to the direct figure of the same run: plain TCP, \
+             or plain UDP for the UDP rows)"
+        );
         for row in &self.rows {
             for col in &self.columns {
                 if let Some(Cell { error: Some(e), .. }) = row.cells.get(col) {
@@ -341,6 +344,21 @@ impl Report {
             b,
             4096.0,
         );
+        // UDP (issue 14): more datagrams per second than websocat's UDP mode, RTT no worse.
+        goals.ratio_above(
+            "wsproxy UDP datagrams/s > websocat's",
+            "udp_datagrams_per_s",
+            b,
+            "websocat",
+            1.0,
+        );
+        goals.ratio_at_most(
+            "wsproxy UDP RTT p50 ≤ websocat's",
+            "udp_rtt_p50_us",
+            b,
+            "websocat",
+            1.0,
+        );
         println!("Targets of the performance issue (from this run):");
         for line in &goals.lines {
             println!("{line}");
@@ -382,6 +400,16 @@ impl Goals<'_> {
             .zip(self.report.median(key, base))
             .map(|(a, b)| a / b);
         self.push(name, r, &[(key, col), (key, base)], |r| r >= min);
+    }
+
+    /// Like [`Goals::ratio`], but the ratio must be strictly above `min`.
+    fn ratio_above(&mut self, name: &str, key: &str, col: &str, base: &str, min: f64) {
+        let r = self
+            .report
+            .median(key, col)
+            .zip(self.report.median(key, base))
+            .map(|(a, b)| a / b);
+        self.push(name, r, &[(key, col), (key, base)], |r| r > min);
     }
 
     fn ratio_at_most(&mut self, name: &str, key: &str, col: &str, base: &str, max: f64) {
