@@ -14,7 +14,7 @@
 //! 6. hand both sockets to the tunnel ([`crate::tunnel`]) with the framing of the generation
 //!    ([`crate::framing`]), and log how it ended.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
@@ -26,7 +26,7 @@ use crate::framing::rfc6455::{Rfc6455Encoder, Rfc6455Reader};
 use crate::framing::{ClientReader, CloseInfo, Controls, FrameEncoder, Wire, close_code};
 use crate::handshake::{self, Accepted, Generation, RequestKind, Scheme};
 use crate::http::{self, Deadline, HeadError, Refusal, Request};
-use crate::socket::{Readable, SharedSocket, lingering_close};
+use crate::socket::{ClientSink, HTTP_LINGER, Readable, SharedSocket, lingering_close};
 use crate::static_files;
 use crate::target::{self, Target};
 use crate::tls;
@@ -46,7 +46,7 @@ struct Upgraded {
 /// The client's byte streams: plain TCP, or TLS on the same port.
 struct Transport {
     reader: Box<dyn Readable>,
-    writer: Box<dyn Write + Send>,
+    writer: Box<dyn ClientSink>,
     scheme: Scheme,
 }
 
@@ -54,6 +54,9 @@ struct Transport {
 pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
     let started = Instant::now();
     let _ = client.0.set_nodelay(true);
+    // No write to the client waits for ever: responses, static files and the tunnel's
+    // frames all give up after the stall limit without progress.
+    let _ = client.0.set_write_timeout(Some(config.stall_limit()));
     let deadline = Deadline {
         socket: &client.0,
         at: started + config.handshake_timeout,
@@ -143,8 +146,8 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
                 reason: why,
             };
             let _ = writer.write_all(&controls.close(Some(&close)));
-            drop(writer);
-            lingering_close(&client.0);
+            writer.finish();
+            lingering_close(&client.0, config.close_timeout);
             return;
         }
     };
@@ -162,8 +165,9 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
         target_reader,
         target_writer,
         target: target_socket,
-        close_timeout: config.close_timeout,
         timers: Timers {
+            close_timeout: config.close_timeout,
+            stall_limit: config.stall_limit(),
             idle_timeout: config.idle_timeout,
             heartbeat: config.heartbeat,
         },
@@ -384,8 +388,13 @@ fn serve_plain_http(
             let _ = writer.flush();
             // For TLS, dropping the writer sends close_notify before our FIN.
             drop(writer);
-            lingering_close(&client.0);
+            lingering_close(&client.0, HTTP_LINGER);
         }
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => info!(
+            "[#{id}] {peer} {}: dropped, the client stopped reading (no write progress for {} s)",
+            request.request_line(),
+            config.stall_limit().as_secs_f64()
+        ),
         Err(e) => debug!("[#{id}] {peer}: static response failed: {e}"),
     }
 }
@@ -478,6 +487,6 @@ fn refuse(
     if http::write_refusal(&mut writer, refusal).is_ok() {
         // For TLS, dropping the writer sends close_notify before our FIN.
         drop(writer);
-        lingering_close(&client.0);
+        lingering_close(&client.0, HTTP_LINGER);
     }
 }

@@ -307,8 +307,64 @@ impl TlsWriter {
     }
 }
 
-impl Write for TlsWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+impl TlsWriter {
+    /// The socket under this connection.
+    pub fn socket(&self) -> &SharedSocket {
+        &self.shared.socket
+    }
+
+    /// Like `write`, but never waits for the socket: encrypts what rustls takes of `data`
+    /// and sends what the socket takes right now; the rest of the records stays queued in
+    /// rustls, in order, and goes out first with the next write (or [`Self::flush_now`]).
+    /// Returns how much plaintext was taken: 0 while the reader is using the socket, or
+    /// when rustls's queue is full.
+    pub fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.usable()?;
+        let shared = &*self.shared;
+        let Some(_out) = try_lock(&shared.out) else {
+            return Ok(0);
+        };
+        let mut conn = lock(&shared.conn);
+        let taken = conn.writer().write(data)?;
+        send_now(&mut conn, &shared.socket, &shared.flush_wanted)?;
+        Ok(taken)
+    }
+
+    /// Sends records still queued after [`Self::write_now`] without waiting; whether none
+    /// are left.
+    pub fn flush_now(&mut self) -> io::Result<bool> {
+        let shared = &*self.shared;
+        let Some(_out) = try_lock(&shared.out) else {
+            return Ok(false);
+        };
+        send_now(
+            &mut lock(&shared.conn),
+            &shared.socket,
+            &shared.flush_wanted,
+        )
+    }
+
+    /// [`Self::close_notify`] without waiting: queues it (once) and sends what the socket
+    /// takes; whether everything went out (else call again).
+    pub fn close_notify_now(&mut self) -> bool {
+        if self.shared.failed.load(Ordering::Acquire) {
+            self.closed = true;
+            return true;
+        }
+        let shared = &*self.shared;
+        let Some(_out) = try_lock(&shared.out) else {
+            return false;
+        };
+        let mut conn = lock(&shared.conn);
+        if !self.closed {
+            self.closed = true;
+            conn.send_close_notify();
+        }
+        send_now(&mut conn, &shared.socket, &shared.flush_wanted).unwrap_or(true)
+    }
+
+    /// Whether writes may still go out.
+    fn usable(&self) -> io::Result<()> {
         if self.closed {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -321,6 +377,56 @@ impl Write for TlsWriter {
                 "TLS connection failed",
             ));
         }
+        Ok(())
+    }
+}
+
+/// `try_lock`, ignoring poisoning; `None` if another thread holds the lock.
+fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Sends the records queued in `conn` that the socket takes right now (called with `out`
+/// held, so records still go out in order); whether none are left.
+fn send_now(
+    conn: &mut Connection,
+    socket: &SharedSocket,
+    flush_wanted: &AtomicBool,
+) -> io::Result<bool> {
+    while conn.wants_write() {
+        match conn.write_tls(&mut DontWait(socket)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Whatever the reader queued went out too.
+    flush_wanted.store(false, Ordering::Release);
+    Ok(true)
+}
+
+/// A socket writer for rustls's `write_tls` whose writes never wait: one `send` with
+/// MSG_DONTWAIT (the socket stays blocking for everyone else).
+struct DontWait<'a>(&'a SharedSocket);
+
+impl Write for DontWait<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        socket2::SockRef::from(&*self.0.0).send_with_flags(bytes, libc::MSG_DONTWAIT)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for TlsWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.usable()?;
         if data.is_empty() {
             return Ok(0);
         }
