@@ -2,7 +2,8 @@
 # Installs what the test suite needs beyond cargo, on a fresh Debian machine:
 #   - Debian's chromium (real-browser tests; test tools cannot download browsers here),
 #   - a VNC server and X utilities (the noVNC end-to-end test),
-#   - playwright-core and noVNC from npm (tests/browser/node_modules).
+#   - playwright-core and noVNC from npm (tests/browser/node_modules),
+#   - Node's ws package from npm (tests/peers/node_modules), a real client for tests/endings.rs.
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,4 +29,9 @@ fi
 if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/@novnc/novnc ]; then
     echo "setup: npm install in tests/browser"
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ ! -d tests/peers/node_modules/ws ]; then
+    echo "setup: npm ci in tests/peers (Node's ws, a real client for tests/endings.rs)"
+    (cd tests/peers && npm ci --no-audit --no-fund --loglevel=error)
 fi

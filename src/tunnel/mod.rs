@@ -77,7 +77,7 @@ use crate::framing::{ClientReader, CloseInfo, Controls, FrameEncoder, close_code
 use crate::listener::threads;
 use crate::socket::{ClientSink, Readable, SharedSocket, lingering_close};
 use clock::Clock;
-use pumps::{ClientEnd, pump_client_to_target, pump_target_to_client};
+use pumps::{ClientEnd, Download, pump_client_to_target, pump_target_to_client};
 use writer::{ClientWriter, Turn, lock};
 
 /// Everything a tunnel needs, once the handshake is done and the target connected.
@@ -135,6 +135,12 @@ struct Shared {
     /// Why writing to the target failed: the reason the client's Close will carry, after
     /// the target's last bytes.
     target_failure: Mutex<Option<String>>,
+    /// Held by the upload pump while it writes to the target. The kernel reports a reset
+    /// once, to the first call that asks: when that is the upload pump's write, the download
+    /// pump's read then sees a plain end of stream. So at the target's EOF the download pump
+    /// waits for the write under way (and the failure it may record) before it chooses
+    /// between "target closed" and the failure.
+    target_writes: Mutex<()>,
     close_timeout: Duration,
     stall: Duration,
     started: Instant,
@@ -155,7 +161,9 @@ impl Shared {
         lock(&self.target_failure).get_or_insert(why);
     }
 
+    /// Why writing to the target failed, once no write is under way (see `target_writes`).
     fn target_failure(&self) -> Option<String> {
+        drop(lock(&self.target_writes));
         lock(&self.target_failure).clone()
     }
 
@@ -196,6 +204,7 @@ impl Shared {
         let linger = match end {
             ClientEnd::Closed => AFTER_HANDSHAKE,
             ClientEnd::Cut | ClientEnd::Gone => self.close_timeout,
+            ClientEnd::NoAnswer => return,
         };
         lingering_close(&self.client.0, linger);
     }
@@ -280,6 +289,7 @@ pub fn run(tunnel: Tunnel) -> Report {
         writer: ClientWriter::new(id, controls, writer, timers.stall_limit),
         ending: Mutex::new(None),
         target_failure: Mutex::new(None),
+        target_writes: Mutex::new(()),
         close_timeout: timers.close_timeout,
         stall: timers.stall_limit,
         started: Instant::now(),
@@ -313,11 +323,11 @@ fn relay(
 ) -> Report {
     // Each pump's end is a dropped sender (also when it panics).
     let (upload_running, upload_ended) = crossbeam_channel::bounded::<()>(0);
-    let (download_result, download_ended) = crossbeam_channel::bounded::<u64>(1);
+    let (download_result, download_ended) = crossbeam_channel::bounded::<Download>(1);
     let started = {
         let shared = Arc::clone(shared);
         threads::spawn(move || {
-            let bytes = pump_target_to_client(
+            let download = pump_target_to_client(
                 &shared,
                 encoder.as_mut(),
                 target_reader.as_mut(),
@@ -325,7 +335,7 @@ fn relay(
             );
             // Let go of the sockets before reporting, so the tunnel is over when we report.
             drop((encoder, target_reader, shared));
-            let _ = download_result.send(bytes);
+            let _ = download_result.send(download);
         })
     };
     if let Err(e) = started {
@@ -351,22 +361,31 @@ fn relay(
     if upload.end != ClientEnd::Gone {
         shared.finish_client(upload.end);
     }
-    let bytes_down = wait_for_download(shared, &download_ended);
+    let download = wait_for_download(shared, &download_ended);
+    if !download.target_ended {
+        // The target may still be sending: read until its EOF (it has our FIN), so that
+        // closing does not reset it before it read what the client sent.
+        lingering_close(&shared.target.0, shared.close_timeout);
+    }
     if upload.end == ClientEnd::Gone {
         // The download pump delivered what the target sent, and its Close, to a client
         // that may only have half-closed; now our stream ends too.
         shared.finish_client(upload.end);
     }
-    report(shared, upload.bytes, bytes_down)
+    report(shared, upload.bytes, download.bytes)
 }
 
 /// Waits for the download pump: it ends when the target does, which our FIN asks for. A
 /// target still open after `--close-timeout` is cut off, and so is a client that stalls the
 /// download pump's write.
-fn wait_for_download(shared: &Shared, ended: &crossbeam_channel::Receiver<u64>) -> u64 {
+fn wait_for_download(shared: &Shared, ended: &crossbeam_channel::Receiver<Download>) -> Download {
+    let panicked = Download {
+        bytes: 0,
+        target_ended: false,
+    };
     match ended.recv_timeout(shared.close_timeout) {
-        Ok(bytes) => bytes,
-        Err(RecvTimeoutError::Disconnected) => 0, // it panicked
+        Ok(download) => download,
+        Err(RecvTimeoutError::Disconnected) => panicked,
         Err(RecvTimeoutError::Timeout) => {
             debug!(
                 "[#{}] target still open {:?} after the client side ended; closing it",
@@ -374,7 +393,7 @@ fn wait_for_download(shared: &Shared, ended: &crossbeam_channel::Receiver<u64>) 
             );
             shared.target.shutdown(Shutdown::Both);
             shared.client.shutdown(Shutdown::Both);
-            ended.recv().unwrap_or(0)
+            ended.recv().unwrap_or(panicked)
         }
     }
 }

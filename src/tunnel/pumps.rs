@@ -34,9 +34,12 @@ pub(super) enum ClientEnd {
     /// handshake is complete, so end our stream and close (RFC 6455 §7.1.1: the server
     /// closes TCP first), after discarding any stray bytes still arriving.
     Closed,
-    /// A Close of ours is queued but the client broke the protocol or did not answer in
-    /// time: end our stream and linger until the client's EOF or `--close-timeout`.
+    /// The client broke the protocol (our Close is queued): end our stream after the Close
+    /// and linger until the client's EOF or `--close-timeout`.
     Cut,
+    /// The client did not answer our Close within `--close-timeout` (it may not even have
+    /// read it): the wait is over, the socket is shut down.
+    NoAnswer,
     /// The client's TCP stream ended or failed without a Close: the download pump may still
     /// be delivering to a client that only half-closed.
     Gone,
@@ -142,6 +145,7 @@ impl Uploader<'_> {
             self.discarded += bytes.len() as u64;
             return;
         }
+        let _writing = super::writer::lock(&self.shared.target_writes);
         match self.target.write_all(bytes) {
             Ok(()) => {
                 self.forwarded += bytes.len() as u64;
@@ -190,7 +194,8 @@ impl Uploader<'_> {
                 );
                 self.shared
                     .record("client did not answer our Close in time");
-                return Some(ClientEnd::Cut);
+                self.shared.client.shutdown(Shutdown::Both);
+                return Some(ClientEnd::NoAnswer);
             }
             let _ = self.shared.client.0.set_read_timeout(Some(left));
             return None;
@@ -225,14 +230,24 @@ fn target_write_error(e: &io::Error, stall: Duration) -> String {
     }
 }
 
+/// What the download pump did.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Download {
+    /// Bytes delivered to the client.
+    pub bytes: u64,
+    /// It read the target to its end (EOF or an error): nothing is left unread there.
+    pub target_ended: bool,
+}
+
 /// Target → client: each read from the target becomes one frame to the client.
 pub(super) fn pump_target_to_client(
     shared: &Shared,
     encoder: &mut dyn FrameEncoder,
     target: &mut dyn Readable,
     upload_ended: &Receiver<()>,
-) -> u64 {
+) -> Download {
     let (mut delivered, mut discarded) = (0u64, 0u64);
+    let mut target_ended = true;
     let queued_close = loop {
         match encoder.frame_from(target) {
             Ok(Some((frame, raw_len))) => match shared.writer.send_data(frame) {
@@ -246,6 +261,7 @@ pub(super) fn pump_target_to_client(
                     shared.record(why);
                     // Wakes the upload pump, which ends the tunnel.
                     shared.client.shutdown(Shutdown::Both);
+                    target_ended = false;
                     break false;
                 }
             },
@@ -272,7 +288,10 @@ pub(super) fn pump_target_to_client(
             shared.client.shutdown(Shutdown::Both);
         }
     }
-    delivered
+    Download {
+        bytes: delivered,
+        target_ended,
+    }
 }
 
 /// The target ended (EOF, or a read error): our Close follows every frame already read.

@@ -14,12 +14,16 @@
 //!   RFC 6455, raw frames, can send deliberately broken frames) and [`TungClient`] (RFC 6455 via
 //!   `tungstenite`). All of them are strict: they verify every handshake field the real clients
 //!   of that generation verify and panic (or return an error) on anything malformed.
+//! - [`misbehaving`]: targets that half-close, close with unread bytes or reset, a client
+//!   that keeps sending and does not read, and Node's `ws` as a real client that keeps sending.
 //! - Helpers: [`Rng`] (xorshift64*), [`round_trip`], [`assert_same_bytes`], [`http_request`],
 //!   draft-76 key generation and challenge computation ([`Hixie76Keys`], [`hixie76_response`]).
 //!
 //! Every socket read has a timeout ([`IO_TIMEOUT`]), so a broken proxy fails a test instead of
 //! hanging it.
 #![allow(dead_code)]
+
+pub mod misbehaving;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
