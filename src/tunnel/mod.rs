@@ -45,7 +45,8 @@
 //! all, so there the FIN is the Close.)
 //!
 //! Each pump's end is signalled through a channel whose sender it drops when it ends (also
-//! when it panics): the upload pump's end is the client's answer the download pump waits for,
+//! when it panics; nothing is ever sent on it): the upload pump's end is the client's answer
+//! the download pump waits for,
 //! and the download pump's end is what the connection thread waits for (bounded by
 //! `--close-timeout`, after which both sockets are shut down, which wakes any blocked read or
 //! write). So both threads always end and both sockets are always closed.
@@ -143,6 +144,8 @@ struct Shared {
     target_writes: Mutex<()>,
     close_timeout: Duration,
     stall: Duration,
+    /// What the download pump did, set as it ends.
+    download: Mutex<Option<Download>>,
     started: Instant,
     /// Milliseconds after `started` of the last data either way (kept only with an idle timeout).
     last_data: Option<AtomicU64>,
@@ -292,6 +295,7 @@ pub fn run(tunnel: Tunnel) -> Report {
         target_writes: Mutex::new(()),
         close_timeout: timers.close_timeout,
         stall: timers.stall_limit,
+        download: Mutex::new(None),
         started: Instant::now(),
         last_data: timers.idle_timeout.map(|_| AtomicU64::new(0)),
     });
@@ -321,9 +325,11 @@ fn relay(
     mut target_writer: Box<dyn Write + Send>,
     timers: Timers,
 ) -> Report {
-    // Each pump's end is a dropped sender (also when it panics).
+    // Each pump's end is a dropped sender (also when it panics): nothing is ever sent, so
+    // neither pump waits for the other to take anything. (Zero capacity: the smallest
+    // channel, and every idle tunnel holds two.)
     let (upload_running, upload_ended) = crossbeam_channel::bounded::<()>(0);
-    let (download_result, download_ended) = crossbeam_channel::bounded::<Download>(1);
+    let (download_running, download_ended) = crossbeam_channel::bounded::<()>(0);
     let started = {
         let shared = Arc::clone(shared);
         threads::spawn(move || {
@@ -333,9 +339,10 @@ fn relay(
                 target_reader.as_mut(),
                 &upload_ended,
             );
-            // Let go of the sockets before reporting, so the tunnel is over when we report.
+            *lock(&shared.download) = Some(download);
+            // Let go of the sockets before the end shows, so the tunnel is over by then.
             drop((encoder, target_reader, shared));
-            let _ = download_result.send(download);
+            drop(download_running);
         })
     };
     if let Err(e) = started {
@@ -378,24 +385,21 @@ fn relay(
 /// Waits for the download pump: it ends when the target does, which our FIN asks for. A
 /// target still open after `--close-timeout` is cut off, and so is a client that stalls the
 /// download pump's write.
-fn wait_for_download(shared: &Shared, ended: &crossbeam_channel::Receiver<Download>) -> Download {
-    let panicked = Download {
+fn wait_for_download(shared: &Shared, ended: &crossbeam_channel::Receiver<()>) -> Download {
+    if let Err(RecvTimeoutError::Timeout) = ended.recv_timeout(shared.close_timeout) {
+        debug!(
+            "[#{}] target still open {:?} after the client side ended; closing it",
+            shared.id, shared.close_timeout
+        );
+        shared.target.shutdown(Shutdown::Both);
+        shared.client.shutdown(Shutdown::Both);
+        let _ = ended.recv();
+    }
+    // Unset if the pump panicked.
+    lock(&shared.download).take().unwrap_or(Download {
         bytes: 0,
         target_ended: false,
-    };
-    match ended.recv_timeout(shared.close_timeout) {
-        Ok(download) => download,
-        Err(RecvTimeoutError::Disconnected) => panicked,
-        Err(RecvTimeoutError::Timeout) => {
-            debug!(
-                "[#{}] target still open {:?} after the client side ended; closing it",
-                shared.id, shared.close_timeout
-            );
-            shared.target.shutdown(Shutdown::Both);
-            shared.client.shutdown(Shutdown::Both);
-            ended.recv().unwrap_or(panicked)
-        }
-    }
+    })
 }
 
 fn report(shared: &Shared, bytes_up: u64, bytes_down: u64) -> Report {

@@ -45,10 +45,11 @@ use crate::buffers::Filled;
 use crate::framing::{CloseInfo, Controls};
 use crate::socket::ClientSink;
 
-/// Control frames that may wait in the queue at once; beyond that a Pong or heartbeat Ping is
-/// dropped (a client that floods Pings without reading: RFC 6455 §5.5.3 allows answering only
-/// the latest one).
-const QUEUED_CONTROLS: usize = 8;
+/// Control frames that may wait in the queue at once (a Pong and a heartbeat Ping); beyond
+/// that a Pong is dropped: a client that floods Pings while the writer is busy gets answers
+/// to some of them only, as RFC 6455 §5.5.3 allows. (Small, because every idle tunnel holds
+/// its queue.)
+const QUEUED_CONTROLS: usize = 2;
 /// The queue's size: the controls, the one data frame, the one Close. So sending a data frame
 /// or the Close never waits for room.
 const QUEUE: usize = QUEUED_CONTROLS + 2;
