@@ -122,6 +122,19 @@ impl Buffer {
         }
     }
 
+    /// Takes back the buffer of a [`Filled`] moved out of this slot (its frame was written),
+    /// so the next read goes into it without a trip through the pool. A buffer of the other
+    /// size, or one arriving while the slot holds one, goes to the pool.
+    pub fn restore(&mut self, filled: Filled) {
+        let mut filled = filled;
+        let buffer = std::mem::take(&mut filled.buffer);
+        if self.held.is_none() && buffer.len() == self.payload() + ROOM {
+            self.held = Some(buffer);
+        } else {
+            give_back(buffer);
+        }
+    }
+
     /// Moves the held buffer out, as `range` of it filled; the slot borrows a new one (of the
     /// same size) when next asked.
     pub fn take_filled(&mut self, range: Range<usize>) -> Filled {
@@ -256,9 +269,14 @@ mod tests {
         slot.get()[..5].copy_from_slice(b"hello");
         let filled = slot.take_filled(1..4);
         assert_eq!(&*filled, b"ell");
-        // The slot borrows a new buffer of the same size.
+        // The slot borrows a new buffer of the same size...
         assert_eq!(slot.get().len(), LARGE + ROOM);
-        drop(filled);
+        slot.release();
+        // ...or takes the same one back.
+        // (`filled` reads from byte 1 of its buffer.)
+        let start = filled.as_ptr().wrapping_sub(1);
+        slot.restore(filled);
+        assert_eq!(slot.held().as_ptr(), start);
     }
 
     #[test]

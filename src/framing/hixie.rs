@@ -328,6 +328,10 @@ impl FrameEncoder for HixieEncoder {
         }
         Ok(Some((self.frame.take_filled(0..encoded + 2), n)))
     }
+
+    fn recycle(&mut self, written: Filled) {
+        self.frame.restore(written);
+    }
 }
 
 #[cfg(test)]

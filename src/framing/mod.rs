@@ -158,6 +158,9 @@ pub trait FrameEncoder: Send {
     /// The frame is the pool buffer it was built in, moved out (no copy), so it can travel to
     /// the client's writer on another thread.
     fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(Filled, usize)>>;
+
+    /// Takes back a frame's buffer once the frame is written, to build the next frame in it.
+    fn recycle(&mut self, written: Filled);
 }
 
 /// Builds control frames for a connection's wire format.

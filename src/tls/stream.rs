@@ -90,8 +90,10 @@ pub(super) fn split(
 struct Shared {
     /// The TLS state machine. Held only for CPU work, never across socket I/O.
     conn: Mutex<rustls::Connection>,
-    /// Ciphertext on its way to the socket. Holding this lock is the right to take records
-    /// out of `conn` and to write the socket, so records go out in the order produced.
+    /// Ciphertext on its way to the socket: empty between writes, except for records a
+    /// write that may not wait ([`TlsWriter::write_now`]) could not send yet, which every
+    /// later write sends first. Holding this lock is the right to take records out of `conn`
+    /// and to write the socket, so records go out in the order produced.
     out: Mutex<Vec<u8>>,
     /// The reader queued records but could not take `out`; whoever holds it sends them.
     flush_wanted: AtomicBool,
@@ -321,12 +323,16 @@ impl TlsWriter {
     pub fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
         self.usable()?;
         let shared = &*self.shared;
-        let Some(_out) = try_lock(&shared.out) else {
+        let Some(mut out) = try_lock(&shared.out) else {
             return Ok(0);
         };
-        let mut conn = lock(&shared.conn);
-        let taken = conn.writer().write(data)?;
-        send_now(&mut conn, &shared.socket, &shared.flush_wanted)?;
+        let taken = {
+            let mut conn = lock(&shared.conn);
+            let taken = conn.writer().write(data)?;
+            drain(&mut conn, &mut out)?;
+            taken
+        };
+        send_now(&mut out, shared)?;
         Ok(taken)
     }
 
@@ -334,14 +340,11 @@ impl TlsWriter {
     /// are left.
     pub fn flush_now(&mut self) -> io::Result<bool> {
         let shared = &*self.shared;
-        let Some(_out) = try_lock(&shared.out) else {
+        let Some(mut out) = try_lock(&shared.out) else {
             return Ok(false);
         };
-        send_now(
-            &mut lock(&shared.conn),
-            &shared.socket,
-            &shared.flush_wanted,
-        )
+        drain(&mut lock(&shared.conn), &mut out)?;
+        send_now(&mut out, shared)
     }
 
     /// [`Self::close_notify`] without waiting: queues it (once) and sends what the socket
@@ -352,15 +355,20 @@ impl TlsWriter {
             return true;
         }
         let shared = &*self.shared;
-        let Some(_out) = try_lock(&shared.out) else {
+        let Some(mut out) = try_lock(&shared.out) else {
             return false;
         };
-        let mut conn = lock(&shared.conn);
-        if !self.closed {
-            self.closed = true;
-            conn.send_close_notify();
+        {
+            let mut conn = lock(&shared.conn);
+            if !self.closed {
+                self.closed = true;
+                conn.send_close_notify();
+            }
+            if drain(&mut conn, &mut out).is_err() {
+                return true;
+            }
         }
-        send_now(&mut conn, &shared.socket, &shared.flush_wanted).unwrap_or(true)
+        send_now(&mut out, shared).unwrap_or(true)
     }
 
     /// Whether writes may still go out.
@@ -390,38 +398,28 @@ fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
     }
 }
 
-/// Sends the records queued in `conn` that the socket takes right now (called with `out`
-/// held, so records still go out in order); whether none are left.
-fn send_now(
-    conn: &mut Connection,
-    socket: &SharedSocket,
-    flush_wanted: &AtomicBool,
-) -> io::Result<bool> {
-    while conn.wants_write() {
-        match conn.write_tls(&mut DontWait(socket)) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Sends what the socket takes right now of the records in `out` (called with `out` held, so
+/// records still go out in order; no other lock is held). What it does not take stays in
+/// `out`, where the next writer sends it first. Whether nothing is left.
+fn send_now(out: &mut Vec<u8>, shared: &Shared) -> io::Result<bool> {
+    let socket = socket2::SockRef::from(&*shared.socket.0);
+    let mut sent = 0;
+    let result = loop {
+        if sent == out.len() {
+            // Whatever the reader had queued went out too.
+            shared.flush_wanted.store(false, Ordering::Release);
+            break Ok(true);
         }
-    }
-    // Whatever the reader queued went out too.
-    flush_wanted.store(false, Ordering::Release);
-    Ok(true)
-}
-
-/// A socket writer for rustls's `write_tls` whose writes never wait: one `send` with
-/// MSG_DONTWAIT (the socket stays blocking for everyone else).
-struct DontWait<'a>(&'a SharedSocket);
-
-impl Write for DontWait<'_> {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        socket2::SockRef::from(&*self.0.0).send_with_flags(bytes, libc::MSG_DONTWAIT)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+        // MSG_DONTWAIT: this call never waits; the socket stays blocking for everyone else.
+        match socket.send_with_flags(&out[sent..], libc::MSG_DONTWAIT) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    out.drain(..sent);
+    result
 }
 
 impl Write for TlsWriter {

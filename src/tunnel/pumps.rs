@@ -251,9 +251,12 @@ pub(super) fn pump_target_to_client(
     let queued_close = loop {
         match encoder.frame_from(target) {
             Ok(Some((frame, raw_len))) => match shared.writer.send_data(frame) {
-                Ok(()) => {
+                Ok(written) => {
                     delivered += raw_len as u64;
                     shared.touch();
+                    if let Some(buffer) = written {
+                        encoder.recycle(buffer);
+                    }
                 }
                 // We are closing: drain the target until it ends.
                 Err(SendError::Closing) => discarded += raw_len as u64,

@@ -122,6 +122,9 @@ struct Role {
     failed: Option<String>,
     /// A data frame was dropped because it came behind the Close (for the download pump).
     dropped_data: bool,
+    /// The buffer of the last data frame written, for the download pump to build its next
+    /// frame in (no round trip through the buffer pool per frame).
+    written: Option<Filled>,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -161,14 +164,16 @@ impl ClientWriter {
                 finished: false,
                 failed: None,
                 dropped_data: false,
+                written: None,
             }),
             failure: Mutex::new(None),
         }
     }
 
     /// Sends one data frame and returns once it is written (by this thread or by the holder
-    /// of the role). For the download pump only: it never has two frames queued.
-    pub(super) fn send_data(&self, frame: Filled) -> Result<(), SendError> {
+    /// of the role), with the frame's buffer for the next one when it is at hand. For the
+    /// download pump only: it never has two frames queued.
+    pub(super) fn send_data(&self, frame: Filled) -> Result<Option<Filled>, SendError> {
         if self.closing() {
             return Err(SendError::Closing);
         }
@@ -191,7 +196,7 @@ impl ClientWriter {
                 self.id
             );
         }
-        self.take_turn(Turn::Try, false);
+        let _ = self.take_turn(Turn::Try, false);
         self.failure()
     }
 
@@ -213,7 +218,7 @@ impl ClientWriter {
             // Cannot happen: the queue keeps room for the one Close (see QUEUE).
             error!("[#{}] no room for our Close in the queue", self.id);
         }
-        self.take_turn(turn, false);
+        let _ = self.take_turn(turn, false);
         true
     }
 
@@ -259,8 +264,9 @@ impl ClientWriter {
 
     /// Takes a turn at the role after sending a frame. Returns `None` if the role was busy
     /// (its holder writes our frame), else how writing stands after this thread's drain (for
-    /// the download pump, `for_data`, including whether its frame came behind the Close).
-    fn take_turn(&self, turn: Turn, for_data: bool) -> Option<Result<(), SendError>> {
+    /// the download pump, `for_data`: whether its frame came behind the Close, or else the
+    /// written frame's buffer).
+    fn take_turn(&self, turn: Turn, for_data: bool) -> Option<Result<Option<Filled>, SendError>> {
         let no_wait = turn == Turn::NoWait;
         // See the module doc: send; fence; try to take the role.
         fence(Ordering::SeqCst);
@@ -342,9 +348,11 @@ impl Role {
         } else {
             self.out.write_all(&bytes[written..])
         };
-        match result {
-            Ok(()) => self.close_written = matches!(frame, Outgoing::Close(_)),
-            Err(e) => self.failed = Some(describe_write_error(&e, self.stall)),
+        match (result, frame) {
+            (Ok(()), Outgoing::Data(buffer)) => self.written = Some(buffer),
+            (Ok(()), Outgoing::Close(_)) => self.close_written = true,
+            (Ok(()), Outgoing::Control(_)) => {}
+            (Err(e), _) => self.failed = Some(describe_write_error(&e, self.stall)),
         }
         true
     }
@@ -369,15 +377,18 @@ impl Role {
     }
 
     /// How writing stands: failed, or (for the download pump) whether its frame was dropped
-    /// behind the Close.
-    fn status(&mut self, for_data: bool) -> Result<(), SendError> {
+    /// behind the Close, or else its buffer.
+    fn status(&mut self, for_data: bool) -> Result<Option<Filled>, SendError> {
         if let Some(why) = &self.failed {
             return Err(SendError::Failed(why.clone()));
         }
-        if for_data && std::mem::take(&mut self.dropped_data) {
+        if !for_data {
+            return Ok(None);
+        }
+        if std::mem::take(&mut self.dropped_data) {
             return Err(SendError::Closing);
         }
-        Ok(())
+        Ok(self.written.take())
     }
 }
 
@@ -517,11 +528,27 @@ mod tests {
         writer.send_control(b"<pong>".to_vec()).unwrap();
         assert!(writer.send_close(None, Turn::Try));
         assert!(!writer.send_close(None, Turn::Try), "only one Close");
-        assert_eq!(writer.send_data(data(b"late")), Err(SendError::Closing));
+        assert!(matches!(
+            writer.send_data(data(b"late")),
+            Err(SendError::Closing)
+        ));
         writer.send_control(b"<late pong>".to_vec()).unwrap();
         let seen = lock(&seen);
         assert_eq!(seen.written, [&b"<pong>"[..], &close_frame()].concat());
         assert!(seen.finished, "the stream ends after the Close");
+    }
+
+    #[test]
+    fn the_download_pump_gets_its_frame_buffer_back_once_written() {
+        let Setup { writer, seen, .. } = setup(None);
+        let frame = data(b"<frame>");
+        let start = frame.as_ptr();
+        let back = writer
+            .send_data(frame)
+            .unwrap()
+            .expect("the buffer comes back");
+        assert_eq!(back.as_ptr(), start, "the same buffer, no copy");
+        assert_eq!(lock(&seen).written, b"<frame>");
     }
 
     #[test]
@@ -531,10 +558,10 @@ mod tests {
         writer.closing.store(true, Ordering::SeqCst);
         writer.queue.send(Outgoing::Close(close_frame())).unwrap();
         writer.queue.send(Outgoing::Data(data(b"raced"))).unwrap();
-        assert_eq!(
+        assert!(matches!(
             writer.take_turn(Turn::Wait, true),
             Some(Err(SendError::Closing))
-        );
+        ));
         assert_eq!(lock(&seen).written, close_frame());
     }
 

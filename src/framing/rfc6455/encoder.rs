@@ -102,6 +102,10 @@ impl FrameEncoder for Rfc6455Encoder {
         let frame = self.frame.take_filled(start..HEADER_ROOM + payload_len);
         Ok(Some((frame, raw_len)))
     }
+
+    fn recycle(&mut self, written: Filled) {
+        self.frame.restore(written);
+    }
 }
 
 #[cfg(test)]
