@@ -9,7 +9,8 @@
 #   - Python peers pinned in tests/peers/requirements.txt (pip --target tests/peers/python),
 #   - iproute2 and util-linux for the tests that run in private network namespaces,
 #   - tshark (reads the recordings back) and prometheus (its promtool checks /metrics).
-#   - TypeScript from npm (tests/types/node_modules: tsc --strict checks wsproxy.d.ts).
+#   - TypeScript from npm (tests/types/node_modules: tsc --strict checks wsproxy.d.ts),
+#   - Node's ws package from npm (tests/peers/node_modules), a real client for tests/endings.rs.
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,4 +55,9 @@ fi
 if [ ! -x tests/types/node_modules/typescript/bin/tsc ]; then
     echo "setup: npm install in tests/types"
     (cd tests/types && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ ! -d tests/peers/node_modules/ws ]; then
+    echo "setup: npm ci in tests/peers (Node's ws, a real client for tests/endings.rs)"
+    (cd tests/peers && npm ci --no-audit --no-fund --loglevel=error)
 fi

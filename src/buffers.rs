@@ -15,8 +15,13 @@
 //!
 //! The pool keeps a bounded number of free buffers of each size, so memory follows the
 //! number of tunnels *moving data*, not the number open.
+//!
+//! A filled buffer can also leave its pump: [`Buffer::take_filled`] moves it out as a
+//! [`Filled`] (a frame on its way to the client's writer, through a channel, without a copy),
+//! and dropping the [`Filled`] gives the buffer back to the pool.
 
 use std::io;
+use std::ops::{Deref, Range};
 use std::sync::Mutex;
 
 use crate::socket::Readable;
@@ -58,6 +63,15 @@ impl Pool {
         if free.len() < self.keep {
             free.push(buffer);
         }
+    }
+}
+
+/// Gives a buffer back to the pool of its size.
+fn give_back(buffer: Box<[u8]>) {
+    match buffer.len() {
+        n if n == LARGE + ROOM => LARGE_POOL.give(buffer),
+        n if n == SMALL + ROOM => SMALL_POOL.give(buffer),
+        _ => {}
     }
 }
 
@@ -104,18 +118,60 @@ impl Buffer {
     /// Gives the buffer back to the pool.
     pub fn release(&mut self) {
         if let Some(buffer) = self.held.take() {
-            if self.large {
-                LARGE_POOL.give(buffer)
-            } else {
-                SMALL_POOL.give(buffer)
-            }
+            give_back(buffer);
         }
+    }
+
+    /// Takes back the buffer of a [`Filled`] moved out of this slot (its frame was written),
+    /// so the next read goes into it without a trip through the pool. A buffer of the other
+    /// size, or one arriving while the slot holds one, goes to the pool.
+    pub fn restore(&mut self, filled: Filled) {
+        let mut filled = filled;
+        let buffer = std::mem::take(&mut filled.buffer);
+        if self.held.is_none() && buffer.len() == self.payload() + ROOM {
+            self.held = Some(buffer);
+        } else {
+            give_back(buffer);
+        }
+    }
+
+    /// Moves the held buffer out, as `range` of it filled; the slot borrows a new one (of the
+    /// same size) when next asked.
+    pub fn take_filled(&mut self, range: Range<usize>) -> Filled {
+        let buffer = self.held.take().expect("the buffer is held");
+        assert!(
+            range.end <= buffer.len(),
+            "the range lies inside the buffer"
+        );
+        Filled { buffer, range }
     }
 }
 
 impl Drop for Buffer {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+/// A pool buffer moved out of its [`Buffer`] with a range of it filled (e.g. one frame for
+/// the client). Reads as that range; goes back to the pool when dropped.
+#[derive(Debug)]
+pub struct Filled {
+    buffer: Box<[u8]>,
+    range: Range<usize>,
+}
+
+impl Deref for Filled {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buffer[self.range.clone()]
+    }
+}
+
+impl Drop for Filled {
+    fn drop(&mut self) {
+        give_back(std::mem::take(&mut self.buffer));
     }
 }
 
@@ -204,6 +260,23 @@ mod tests {
         let mut b = Buffer::default();
         // Other tests may share the pool, so only check that a buffer comes back whole.
         assert_eq!(b.get().len(), SMALL + ROOM);
+    }
+
+    #[test]
+    fn a_filled_buffer_leaves_its_slot_and_reads_as_its_range() {
+        let mut slot = Buffer::default();
+        slot.set_large(true);
+        slot.get()[..5].copy_from_slice(b"hello");
+        let filled = slot.take_filled(1..4);
+        assert_eq!(&*filled, b"ell");
+        // The slot borrows a new buffer of the same size...
+        assert_eq!(slot.get().len(), LARGE + ROOM);
+        slot.release();
+        // ...or takes the same one back.
+        // (`filled` reads from byte 1 of its buffer.)
+        let start = filled.as_ptr().wrapping_sub(1);
+        slot.restore(filled);
+        assert_eq!(slot.held().as_ptr(), start);
     }
 
     #[test]

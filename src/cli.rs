@@ -111,17 +111,21 @@ SAFETY (see README.md, section \"Security model\")
                              caps itself below the limit (503 beyond) instead of failing.
         --spare-threads N    Threads kept after their client leaves, to serve the next one
                              without creating a thread (default 32; each exits after 3 s
-                             without work; 0: every thread exits with its client). Apart
-                             from these, two threads always wait for new clients.
+                             without work; 0: every thread exits with its client).
         --idle-timeout SECS  Close tunnels with no data either way for SECS (Close 1001);
-                             off by default.
+                             off by default. Also the stall limit, when set.
+        --stall-timeout SECS A write to a client or target that makes no progress for SECS
+                             (the peer stopped reading) ends the tunnel, or the static
+                             response, with a logged reason (default 60; --idle-timeout
+                             replaces it when set).
         --heartbeat SECS     Ping RFC 6455 clients quiet for SECS; close those that do not
                              answer within two intervals. Off by default.
         --close-timeout SECS How long to wait for the other side's Close (default 5).
         --shutdown-grace SECS
                              On SIGINT/SIGTERM: refuse new clients, send every tunnel Close
                              1001 \"server shutting down\", let data drain for up to SECS
-                             (default 5), exit 0. A second signal exits at once.
+                             (default 5), then shut every socket down and exit 0. A second
+                             signal exits at once (status 130).
 
 TLS (wss:// and https:// on the same port as ws://)
         --cert FILE          PEM certificate chain. With --key, a connection whose first
@@ -219,6 +223,9 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
         config.limits.max_frame = bytes;
     }
     config.idle_timeout = seconds(&mut args, "--idle-timeout")?;
+    if let Some(secs) = seconds(&mut args, "--stall-timeout")? {
+        config.stall_timeout = secs;
+    }
     config.heartbeat = seconds(&mut args, "--heartbeat")?;
     if let Some(secs) = seconds(&mut args, "--close-timeout")? {
         config.close_timeout = secs;

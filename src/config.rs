@@ -50,6 +50,9 @@ pub struct Config {
     pub close_timeout: Duration,
     /// Close tunnels with no data either way for this long.
     pub idle_timeout: Option<Duration>,
+    /// How long a write to a client or target may make no progress (the stall limit, unless
+    /// an idle timeout is set: see [`Config::stall_limit`]).
+    pub stall_timeout: Duration,
     /// Ping RFC 6455 clients that have been quiet this long; close if two intervals pass
     /// without an answer.
     pub heartbeat: Option<Duration>,
@@ -57,7 +60,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Beyond this many connections at once, new clients get 503.
     pub max_connections: usize,
-    /// Finished threads kept waiting for the next client (see [`crate::workers`]).
+    /// Finished threads kept waiting for the next job (see [`crate::listener::threads`]).
     pub spare_threads: usize,
     pub limits: Limits,
     pub targets: TargetMode,
@@ -81,10 +84,11 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             idle_timeout: None,
+            stall_timeout: Duration::from_secs(60),
             heartbeat: None,
             shutdown_grace: Duration::from_secs(5),
             max_connections: 4096,
-            spare_threads: crate::workers::DEFAULT_SPARES,
+            spare_threads: crate::listener::threads::DEFAULT_SPARES,
             limits: Limits::default(),
             targets: TargetMode::FromPath,
             policy: Policy::default(),
@@ -97,5 +101,14 @@ impl Default for Config {
             tls_only: false,
             tls_target: None,
         }
+    }
+}
+
+impl Config {
+    /// How long a write to either peer may make no progress before the tunnel (or a static
+    /// response) ends: `--idle-timeout` when set (a stalled peer is idle), else
+    /// `--stall-timeout`.
+    pub fn stall_limit(&self) -> Duration {
+        self.idle_timeout.unwrap_or(self.stall_timeout)
     }
 }

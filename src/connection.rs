@@ -14,7 +14,7 @@
 //! 6. hand both sockets to the tunnel ([`crate::tunnel`]) with the framing of the generation
 //!    ([`crate::framing`]), and log how it ended.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ use crate::handshake::{self, Accepted, Generation, RequestKind, Scheme};
 use crate::http::{self, Deadline, HeadError, Refusal, Request};
 use crate::logging::escape;
 use crate::resolve;
-use crate::socket::{Readable, SharedSocket, lingering_close};
+use crate::socket::{ClientSink, HTTP_LINGER, Readable, SharedSocket, lingering_close};
 use crate::static_files;
 use crate::target::{self, Target};
 use crate::tls;
@@ -48,7 +48,7 @@ struct Upgraded {
 /// The client's byte streams: plain TCP, or TLS on the same port.
 struct Transport {
     reader: Box<dyn Readable>,
-    writer: Box<dyn Write + Send>,
+    writer: Box<dyn ClientSink>,
     scheme: Scheme,
 }
 
@@ -56,6 +56,9 @@ struct Transport {
 pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
     let started = Instant::now();
     let _ = client.0.set_nodelay(true);
+    // No write to the client waits for ever: responses, static files and the tunnel's
+    // frames all give up after the stall limit without progress.
+    let _ = client.0.set_write_timeout(Some(config.stall_limit()));
     let deadline = Deadline {
         socket: &client.0,
         at: started + config.handshake_timeout,
@@ -145,8 +148,8 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
                 reason: why,
             };
             let _ = writer.write_all(&controls.close(Some(&close)));
-            drop(writer);
-            lingering_close(&client.0);
+            writer.finish();
+            lingering_close(&client.0, config.close_timeout);
             return;
         }
     };
@@ -167,8 +170,9 @@ pub fn serve(id: u64, client: SharedSocket, peer: SocketAddr, config: &Config) {
         target_reader,
         target_writer,
         target: target_socket,
-        close_timeout: config.close_timeout,
         timers: Timers {
+            close_timeout: config.close_timeout,
+            stall_limit: config.stall_limit(),
             idle_timeout: config.idle_timeout,
             heartbeat: config.heartbeat,
         },
@@ -409,8 +413,13 @@ fn serve_plain_http(
             let _ = writer.flush();
             // For TLS, dropping the writer sends close_notify before our FIN.
             drop(writer);
-            lingering_close(&client.0);
+            lingering_close(&client.0, HTTP_LINGER);
         }
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => info!(
+            "[#{id}] {peer} {}: dropped, the client stopped reading (no write progress for {} s)",
+            request.request_line(),
+            config.stall_limit().as_secs_f64()
+        ),
         Err(e) => debug!("[#{id}] {peer}: static response failed: {e}"),
     }
 }
@@ -504,6 +513,6 @@ fn refuse(
     if http::write_refusal(&mut writer, refusal).is_ok() {
         // For TLS, dropping the writer sends close_notify before our FIN.
         drop(writer);
-        lingering_close(&client.0);
+        lingering_close(&client.0, HTTP_LINGER);
     }
 }

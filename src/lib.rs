@@ -10,7 +10,7 @@
 //! | step | module | what it does | spec |
 //! |---|---|---|---|
 //! | 1 | [`cli`] → [`config`] | flags to settings | — |
-//! | 2 | [`listener`] | accept, one thread per client | — |
+//! | 2 | [`listener`] | one accept loop, permits, two threads per client | — |
 //! | 3 | [`connection`] | the life of one connection, top to bottom | — |
 //! | 4 | [`http`] | read and parse the request head, bounded | RFC 9112 |
 //! | 5 | [`handshake`] | detect the generation, answer it | RFC 6455 §4, hixie-75/76 |
@@ -18,8 +18,8 @@
 //! | 7 | [`framing`] | frames in and out, per generation | RFC 6455 §5, hixie-76 §4–5 |
 //! | 8 | [`tunnel`] | two pumps, one writer, one close state | RFC 6455 §7 |
 //!
-//! [`socket`] lets a tunnel's two threads share one socket without a second descriptor;
-//! [`workers`] keeps finished threads briefly, so the next client need not create its own.
+//! [`socket`] lets a tunnel's two threads share one socket without a second descriptor, and
+//! closes connections without resetting them.
 
 // The docs are written for learners, who read private items too
 // (`cargo doc --document-private-items`); public items may link to them.
@@ -49,4 +49,3 @@ pub mod target;
 pub mod tls;
 pub mod tokens;
 pub mod tunnel;
-pub mod workers;

@@ -1,12 +1,10 @@
 //! The `wsproxy` binary: parse the command line, set up logging, run the listener.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-
 use wsproxy::cli::{self, Command};
+use wsproxy::listener::{self, Permits, threads};
 use wsproxy::logging::init_logging;
-use wsproxy::{listener, shutdown, workers};
+use wsproxy::shutdown;
 
 fn main() -> ExitCode {
     let config = match cli::parse(std::env::args_os().skip(1).collect()) {
@@ -28,8 +26,8 @@ fn main() -> ExitCode {
     init_logging(config.verbosity);
     let mut config = config;
     config.max_connections = listener::tunnel_capacity(config.max_connections);
-    workers::configure(config.spare_threads);
-    let active = Arc::new(AtomicUsize::new(0));
+    threads::configure(config.spare_threads);
+    let permits = Permits::new(config.max_connections);
     let tls = config.tls.clone();
     let on_hangup = Box::new(move || match &tls {
         Some(tls) => match tls.reload() {
@@ -38,9 +36,9 @@ fn main() -> ExitCode {
         },
         None => log::info!("SIGHUP: nothing to reload"),
     });
-    let result = shutdown::install(Arc::clone(&active), config.shutdown_grace, on_hangup)
+    let result = shutdown::install(permits.clone(), config.shutdown_grace, on_hangup)
         .and_then(|()| listener::bind(&config))
-        .and_then(|l| listener::run(l, *config, active));
+        .and_then(|l| listener::run(l, *config, permits));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

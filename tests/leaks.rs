@@ -1,11 +1,15 @@
 //! Resource hygiene: after many tunnels (every close path, refused handshakes and failed
 //! connects) the proxy's open fd count and thread count return to their start values, and
-//! finished threads serve the next clients instead of new ones being created.
+//! finished threads serve the next clients instead of new ones being created (and exit when
+//! there are none).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use std::io::{Read, Write};
+
+use common::misbehaving::{TargetEnding, end_target, read_until_close};
 use common::*;
 
 /// Waits (up to 10 s) until the proxy's fd and thread counts are back at or below the baseline;
@@ -77,41 +81,99 @@ fn tunnel_hixie76(proxy: &Proxy, echo: &TcpTarget, rng: &mut Rng, payload: &[u8]
     c.conn.expect_eof(Duration::from_secs(5)).unwrap();
 }
 
+/// A target that reads the client's first bytes, answers `bye` and ends the way it is told.
+fn ending_target(ending: TargetEnding) -> TcpTarget {
+    TcpTarget::spawn(move |mut stream| {
+        let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+        let mut first = [0u8; 64];
+        if matches!(stream.read(&mut first), Ok(n) if n > 0) && stream.write_all(b"bye").is_ok() {
+            end_target(stream, ending);
+        }
+    })
+}
+
+/// One tunnel whose target ends first (after the client's first message), the client
+/// answering the proxy's Close.
+fn tunnel_target_ends(proxy: &Proxy, target: &TcpTarget, codes: &[u16]) {
+    let mut c = RawHybiClient::connect(proxy.addr, &target.target(), 13, Some("binary"));
+    c.send_binary(b"hello");
+    let got = read_until_close(&mut c);
+    assert_eq!(got.error, None);
+    assert_eq!(got.data, b"bye");
+    let (code, reason) = got.close.unwrap();
+    assert!(codes.contains(&code), "Close {code} {reason:?}");
+    c.send_close(1000, "");
+    c.conn.expect_eof(Duration::from_secs(5)).unwrap();
+}
+
+/// One tunnel closed by a protocol violation (an unmasked frame: Close 1002).
+fn tunnel_violation(proxy: &Proxy, echo: &TcpTarget) {
+    let mut c = RawHybiClient::connect(proxy.addr, &echo.target(), 13, Some("binary"));
+    c.send_unmasked_frame(true, op::BINARY, b"not masked");
+    assert_eq!(c.expect_close().0, 1002);
+}
+
+/// One tunnel whose client resets (SO_LINGER 0) after a round trip.
+fn tunnel_client_resets(proxy: &Proxy, echo: &TcpTarget, payload: &[u8]) {
+    let mut c = RawHybiClient::connect(proxy.addr, &echo.target(), 13, Some("binary"));
+    c.send_binary(payload);
+    assert_eq!(recv_exactly(&mut c, payload.len()), payload);
+    c.send_binary(payload);
+    socket2::SockRef::from(&c.conn.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+}
+
 #[test]
-fn thousand_sequential_tunnels_leak_no_fds_or_threads() {
+fn ten_thousand_sequential_tunnels_with_random_endings_leak_no_fds_or_threads() {
     let proxy = Proxy::start(&[]);
     let echo = EchoServer::start();
     let source = SourceServer::start(b"bye".to_vec());
+    let half_closing = ending_target(TargetEnding::HalfClose);
+    let resetting = ending_target(TargetEnding::Reset);
     let mut rng = Rng::for_test("leaks");
+    let one = |kind: u64, i: usize, rng: &mut Rng| {
+        let payload = format!("tunnel {i}").into_bytes();
+        match kind {
+            0 => tunnel_client_close(&proxy, &echo, &payload),
+            1 => tunnel_target_close(&proxy, &source),
+            2 => tunnel_client_vanishes(&proxy, &echo, &payload),
+            3 => tunnel_hixie76(&proxy, &echo, rng, &payload),
+            4 => tunnel_target_ends(&proxy, &half_closing, &[1000]),
+            5 => tunnel_target_ends(&proxy, &resetting, &[1011]),
+            6 => tunnel_violation(&proxy, &echo),
+            _ => tunnel_client_resets(&proxy, &echo, &payload),
+        }
+    };
 
     // Warm up every path once so lazily created process-wide resources exist.
-    tunnel_client_close(&proxy, &echo, b"warm");
-    tunnel_target_close(&proxy, &source);
-    tunnel_client_vanishes(&proxy, &echo, b"warm");
-    tunnel_hixie76(&proxy, &echo, &mut rng, b"warm");
-    assert!(echo.wait_idle(Duration::from_secs(5)));
+    for kind in 0..8 {
+        one(kind, 0, &mut rng);
+    }
+    let targets = [&echo, &source, &half_closing, &resetting];
+    assert!(targets.iter().all(|t| t.wait_idle(Duration::from_secs(10))));
     let (fds, threads) = baseline(&proxy);
     eprintln!("baseline: {fds} fds, {threads} threads");
 
     let started = Instant::now();
-    for i in 0..1000 {
-        let payload = format!("tunnel {i}").into_bytes();
-        match i % 4 {
-            0 => tunnel_client_close(&proxy, &echo, &payload),
-            1 => tunnel_target_close(&proxy, &source),
-            2 => tunnel_client_vanishes(&proxy, &echo, &payload),
-            _ => tunnel_hixie76(&proxy, &echo, &mut rng, &payload),
-        }
+    let mut kinds = [0usize; 8];
+    for i in 0..10_000 {
+        let kind = rng.range(0, 7);
+        kinds[kind as usize] += 1;
+        one(kind, i, &mut rng);
     }
-    eprintln!("1000 tunnels in {:?}", started.elapsed());
-    assert_back_to_baseline(&proxy, fds, threads, "after 1000 tunnels");
-    assert!(
-        echo.wait_idle(Duration::from_secs(5)) && source.wait_idle(Duration::from_secs(5)),
-        "every target connection was closed by the proxy (echo open: {}, source open: {})",
-        echo.open_connections(),
-        source.open_connections()
+    eprintln!(
+        "10,000 tunnels in {:?}; endings: {kinds:?}",
+        started.elapsed()
     );
-    assert_eq!(echo.accepted(), 3 + 750);
+    assert_back_to_baseline(&proxy, fds, threads, "after 10,000 tunnels");
+    for t in targets {
+        assert!(
+            t.wait_idle(Duration::from_secs(10)),
+            "every target connection was closed by the proxy ({} open)",
+            t.open_connections()
+        );
+    }
     assert!(
         proxy.logs().iter().all(|l| !l.contains("panicked")),
         "{}",
@@ -169,17 +231,16 @@ fn settled_thread_ids(proxy: &Proxy) -> Vec<u32> {
 fn finished_threads_serve_the_next_tunnels_then_exit_when_idle() {
     let proxy = Proxy::start(&[]);
     let echo = EchoServer::start();
+    // The main thread (the accept loop) and the signal thread.
     let idle = settled_thread_ids(&proxy);
 
     tunnel_client_close(&proxy, &echo, b"first");
     let with_spares = settled_thread_ids(&proxy);
-    // Before serving the first client, the thread the kernel woke started a second one to
-    // wait in accept; afterwards it went back to accept, and the download pump's thread
-    // waits as a spare.
+    // The tunnel's two threads (connection + upload pump, download pump) wait as spares.
     assert_eq!(
         with_spares.len(),
         idle.len() + 2,
-        "a second accepting thread and one spare"
+        "the first tunnel's two threads, parked"
     );
     for i in 0..20 {
         tunnel_client_close(&proxy, &echo, format!("tunnel {i}").as_bytes());
@@ -191,10 +252,10 @@ fn finished_threads_serve_the_next_tunnels_then_exit_when_idle() {
         with_spares,
         "20 more tunnels ran on the same two threads, none was created"
     );
-    // With no work for 3 s, the spare exits; the two accepting threads stay.
+    // With no work for 3 s, the spares exit.
     assert!(
         wait_until(Duration::from_secs(10), || proxy.thread_count()
-            == idle.len() + 1),
+            == idle.len()),
         "spares still there: {:?} (idle: {idle:?})",
         proxy.thread_ids()
     );
@@ -204,8 +265,6 @@ fn finished_threads_serve_the_next_tunnels_then_exit_when_idle() {
 fn with_no_spare_threads_a_tunnels_threads_exit_with_it() {
     let proxy = Proxy::start(&["--spare-threads", "0"]);
     let echo = EchoServer::start();
-    // The first client leaves two threads waiting in accept (see above).
-    tunnel_client_close(&proxy, &echo, b"first");
     let idle = settled_thread_ids(&proxy);
     for i in 0..3 {
         tunnel_client_close(&proxy, &echo, format!("tunnel {i}").as_bytes());
@@ -221,18 +280,13 @@ fn with_no_spare_threads_a_tunnels_threads_exit_with_it() {
 }
 
 #[test]
-fn clients_leaving_together_leave_two_threads_waiting_for_the_next() {
+fn clients_leaving_together_leave_at_most_the_spares_then_none() {
     let proxy = Proxy::start(&["--handshake-timeout", "1"]);
-    let echo = EchoServer::start();
-    tunnel_client_close(&proxy, &echo, b"first");
-    // Main, signals, two threads in accept; the first tunnel's spare leaves after 3 s.
-    std::thread::sleep(Duration::from_secs(4));
     let idle = settled_thread_ids(&proxy).len();
 
     // 100 clients that connect and say nothing: each gets a thread, and all of them reach
     // the handshake deadline together, so their threads finish at the same moment and each
-    // decides whether to go back to accept. At most two may.
-    // Three rounds, as the race this pins needs threads preempted at the wrong moment.
+    // decides whether to park. At most --spare-threads (32) may.
     for round in 0..3 {
         let silent: Vec<Conn> = (0..100).map(|_| Conn::connect(proxy.addr)).collect();
         let mut most = 0;
@@ -241,7 +295,7 @@ fn clients_leaving_together_leave_two_threads_waiting_for_the_next() {
             most >= 100
         });
         assert!(most >= 100, "a thread per client: at most {most}");
-        // Wait for the deadline to pass (spares may stay for 3 s; accepting threads forever).
+        // Wait for the deadline to pass (spares stay for 3 s).
         std::thread::sleep(Duration::from_millis(1500));
         drop(silent);
         assert!(
@@ -253,7 +307,7 @@ fn clients_leaving_together_leave_two_threads_waiting_for_the_next() {
     }
     assert!(
         wait_until(Duration::from_secs(10), || proxy.thread_count() <= idle),
-        "threads {} (idle: {idle}): finished threads stayed in accept",
+        "threads {} (idle: {idle}): finished threads stayed",
         proxy.thread_count()
     );
 }

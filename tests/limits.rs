@@ -1,6 +1,7 @@
 //! Limits and timeouts against the real binary, with small values: `--max-connections` (503,
 //! and the accept loop keeps serving), the handshake deadline (half requests, slowloris,
-//! withheld hixie-76 key3), `--connect-timeout`, `--idle-timeout`, `--heartbeat`, the frame and
+//! withheld hixie-76 key3), `--connect-timeout`, `--idle-timeout`, `--heartbeat`, the stall
+//! limit (`--stall-timeout`) with a client or a target that stopped reading, the frame and
 //! message caps, and the open-files warning.
 //!
 //! Timing assertions have tight lower bounds only where the behaviour requires them (nothing
@@ -13,6 +14,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::misbehaving::{Flooder, flooding_target, read_until_close, silent_target};
 use common::*;
 use tungstenite::Message;
 
@@ -520,6 +522,132 @@ fn hixie_tunnels_are_not_closed_by_the_heartbeat() {
     nothing_arrives(&mut client.conn, Duration::from_millis(1200))
         .expect("nothing sent to a quiet hixie client");
     assert_echo(&mut client, b"still open");
+}
+
+// --- peers that stop reading: the stall limit, and the timers with them ----------------------
+
+/// Waits until a new tunnel to `echo` gets through (the one slot was freed), retrying while
+/// the proxy answers 503; returns how long after `since` that was.
+#[track_caller]
+fn slot_frees(proxy: SocketAddr, echo: &TcpTarget, since: Instant, within: Duration) -> Duration {
+    loop {
+        let req = HybiRequest::new(proxy, &echo.target(), 13);
+        match RawHybiClient::handshake(proxy, &req) {
+            Ok(mut client) => {
+                let took = since.elapsed();
+                assert_echo(&mut client, b"a new client gets in");
+                return took;
+            }
+            Err(e) if since.elapsed() < within => {
+                assert!(e.contains("503"), "only 503 while the slot is held: {e}");
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("the slot was not freed within {within:?}: {e}"),
+        }
+    }
+}
+
+/// A client that never reads, on a tunnel to a target that floods it: the download pump's
+/// write stalls. With `args`, the tunnel must end (and its slot free) after `at_least`. (The
+/// flooding target ignores the FIN it then gets: it is cut off after `--close-timeout`.)
+fn client_stops_reading_case(args: &[&str], at_least: Duration, log_needle: &str) {
+    let mut all = vec!["-v", "--max-connections", "1", "--close-timeout", "1"];
+    all.extend_from_slice(args);
+    let proxy = Proxy::start(&all);
+    let (flood, flooded) = flooding_target();
+    let echo = EchoServer::start();
+    let started = Instant::now();
+    let stuck = RawHybiClient::connect(proxy.addr, &flood.target(), 13, Some("binary"));
+    assert!(wait_until(SLACK, || flooded
+        .load(std::sync::atomic::Ordering::SeqCst)
+        > 0));
+    let took = slot_frees(proxy.addr, &echo, started, at_least + SLACK * 2);
+    eprintln!("slot free {took:?} after the non-reading client connected");
+    assert!(took >= at_least, "ended early: {took:?}");
+    assert!(
+        proxy
+            .wait_for_log(SLACK, |l| l.contains(log_needle))
+            .is_some(),
+        "{}",
+        proxy.logs_text()
+    );
+    drop(stuck);
+}
+
+#[test]
+fn stall_limit_ends_a_tunnel_whose_client_stopped_reading_and_frees_its_slot() {
+    client_stops_reading_case(
+        &["--stall-timeout", "1"],
+        Duration::from_millis(900),
+        "client stopped reading: no write progress for 1 s",
+    );
+}
+
+#[test]
+fn idle_timeout_ends_a_tunnel_whose_client_stopped_reading() {
+    client_stops_reading_case(
+        &["--idle-timeout", "1"],
+        Duration::from_millis(900),
+        "close ",
+    );
+}
+
+#[test]
+fn heartbeat_ends_a_client_that_neither_answers_nor_reads() {
+    // The Ping cannot reach a client that does not read (the download pump's frame is
+    // stuck); after two intervals the proxy gives up, and after --close-timeout it stops
+    // waiting for an answer to its Close: 0.3 + 0.6 + 1 s.
+    client_stops_reading_case(
+        &["--heartbeat", "0.3"],
+        Duration::from_millis(1700),
+        "no answer to a heartbeat ping",
+    );
+}
+
+/// A client that keeps sending to a target that never reads: the upload pump's write
+/// stalls. The client (which reads) gets the Close 1011 with the reason, and the slot frees.
+fn target_stops_reading_case(args: &[&str], at_least: Duration) {
+    let mut all = vec!["-v", "--max-connections", "1"];
+    all.extend_from_slice(args);
+    let proxy = Proxy::start(&all);
+    let silent = silent_target();
+    let echo = EchoServer::start();
+    let started = Instant::now();
+    let mut client = RawHybiClient::connect(proxy.addr, &silent.target(), 13, Some("binary"));
+    let flooder = Flooder::start(&client.conn.stream, 16 * 1024);
+    let got = read_until_close(&mut client);
+    let closed = started.elapsed();
+    assert_eq!(got.error, None);
+    let (code, reason) = got.close.expect("a Close");
+    eprintln!("Close {code} {reason:?} after {closed:?}");
+    assert_eq!(code, 1011, "{reason:?}");
+    assert!(reason.contains("target stopped reading"), "{reason:?}");
+    assert!(closed >= at_least, "ended early: {closed:?}");
+    assert!(
+        flooder.stop().is_none(),
+        "the proxy read (and dropped) what we sent"
+    );
+    client.send_close(1000, "");
+    client.conn.expect_eof(SLACK).unwrap();
+    slot_frees(proxy.addr, &echo, Instant::now(), SLACK);
+}
+
+#[test]
+fn stall_limit_ends_a_tunnel_whose_target_stopped_reading() {
+    target_stops_reading_case(&["--stall-timeout", "1"], Duration::from_millis(900));
+}
+
+#[test]
+fn idle_timeout_ends_a_tunnel_whose_target_stopped_reading() {
+    target_stops_reading_case(&["--idle-timeout", "1"], Duration::from_millis(900));
+}
+
+#[test]
+fn heartbeat_does_not_keep_a_tunnel_whose_target_stopped_reading() {
+    target_stops_reading_case(
+        &["--heartbeat", "0.3", "--stall-timeout", "1"],
+        Duration::from_millis(900),
+    );
 }
 
 // --- frame and message caps --------------------------------------------------------------------

@@ -1,7 +1,9 @@
 //! Graceful shutdown against the real binary: SIGTERM/SIGINT send every live tunnel a Close
 //! 1001 `server shutting down` (hixie-76: `0xFF 0x00`; hixie-75: the TCP close), the bytes
 //! clients sent before it still reach their targets, new clients are turned away during the
-//! drain, and the process exits 0 within `--shutdown-grace` (130 at once on a second signal).
+//! drain, and the process exits 0 within `--shutdown-grace` (130 at once on a second signal),
+//! also when a client never reads while its target floods it, and a client that was not
+//! reading when the signal came still gets every byte and the Close once it reads again.
 
 mod common;
 
@@ -12,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::misbehaving::{flooding_target, read_until_close};
 use common::*;
 
 /// Generous upper bound for "promptly" on a loaded machine.
@@ -361,4 +364,115 @@ fn sigterm_without_tunnels_exits_0_promptly() {
         "{}",
         proxy.logs_text()
     );
+}
+
+/// A tunnel whose client never reads while its target floods it: the download pump is
+/// blocked in a write to the client for good.
+fn stuck_tunnel(proxy: &Proxy, flood: &TcpTarget, flooded: &AtomicUsize) -> RawHybiClient {
+    let client = RawHybiClient::connect(proxy.addr, &flood.target(), 13, Some("binary"));
+    // Wait until the flood has filled every buffer on the way (it stops growing).
+    let mut last = 0;
+    assert!(wait_until(Duration::from_secs(10), || {
+        thread::sleep(Duration::from_millis(100));
+        let now = flooded.load(Ordering::SeqCst);
+        let settled = now > 0 && now == last;
+        last = now;
+        settled
+    }));
+    client
+}
+
+#[test]
+fn sigterm_with_a_client_that_never_reads_and_a_flooding_target_exits_0_within_the_grace() {
+    let grace = Duration::from_secs(2);
+    let mut proxy = Proxy::start(&["-v", "--shutdown-grace", "2"]);
+    let (flood, flooded) = flooding_target();
+    let echo = EchoServer::start();
+    let _stuck = stuck_tunnel(&proxy, &flood, &flooded);
+    // A well-behaved tunnel next to it still gets its Close at once.
+    let mut bystander = stubborn_client(&proxy, &echo);
+    proxy.signal("TERM");
+    let signalled = Instant::now();
+    let (code, reason) = bystander.expect_close();
+    assert_eq!((code, reason.as_str()), (1001, "server shutting down"));
+    assert!(signalled.elapsed() < SLACK, "{:?}", signalled.elapsed());
+    bystander.send_close(1001, "");
+    let status = proxy
+        .wait_for_exit(grace + SLACK)
+        .expect("the proxy exits after the grace period");
+    let took = signalled.elapsed();
+    eprintln!("exited {status} {took:?} after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", proxy.logs_text());
+    // The goal is grace + 1 s; the extra second is for a loaded machine.
+    assert!(took <= grace + Duration::from_secs(2), "{took:?}");
+    assert!(took >= grace - Duration::from_millis(200), "{took:?}");
+    assert!(
+        proxy
+            .wait_for_log(SLACK, |l| l
+                .contains("grace period over with 1 connections"))
+            .is_some(),
+        "{}",
+        proxy.logs_text()
+    );
+}
+
+#[test]
+fn second_signal_exits_at_once_even_with_a_client_that_never_reads() {
+    let mut proxy = Proxy::start(&["-v", "--shutdown-grace", "30"]);
+    let (flood, flooded) = flooding_target();
+    let _stuck = stuck_tunnel(&proxy, &flood, &flooded);
+    proxy.signal("TERM");
+    assert!(
+        proxy
+            .wait_for_log(SLACK, |l| l.contains("SIGTERM: shutting down"))
+            .is_some(),
+        "the first signal is handled: {}",
+        proxy.logs_text()
+    );
+    proxy.signal("INT");
+    let signalled = Instant::now();
+    let status = proxy.wait_for_exit(SLACK).expect("exits at once");
+    eprintln!(
+        "exited {status} {:?} after the second signal",
+        signalled.elapsed()
+    );
+    assert_eq!(status.code(), Some(130));
+}
+
+#[test]
+fn a_client_not_reading_at_sigterm_gets_every_byte_and_the_close_when_it_reads_again() {
+    let mut proxy = Proxy::start(&["-v", "--shutdown-grace", "10"]);
+    let data = Rng::for_test("not reading at sigterm").bytes(2 << 20);
+    let written = Arc::new(AtomicUsize::new(0));
+    let source = {
+        let (data, written) = (data.clone(), Arc::clone(&written));
+        TcpTarget::spawn(move |mut stream| {
+            if stream.write_all(&data).is_ok() {
+                written.store(data.len(), Ordering::SeqCst);
+            }
+            // Then silence, until the proxy ends the connection.
+            let _ = stream.set_read_timeout(Some(IO_TIMEOUT * 3));
+            let _ = stream.read(&mut [0u8; 1]);
+        })
+    };
+    let mut client = RawHybiClient::connect(proxy.addr, &source.target(), 13, Some("binary"));
+    socket2::SockRef::from(&client.conn.stream)
+        .set_recv_buffer_size(64 * 1024)
+        .unwrap();
+    // Not reading: the proxy's writes back up.
+    thread::sleep(Duration::from_millis(500));
+    proxy.signal("TERM");
+    thread::sleep(Duration::from_millis(300));
+    let got = read_until_close(&mut client);
+    assert_eq!(got.error, None);
+    assert_same_bytes(
+        &got.data,
+        &data,
+        "the bytes the target sent before the signal",
+    );
+    assert_eq!(got.close, Some((1001, "server shutting down".to_string())));
+    client.send_close(1001, "");
+    client.conn.expect_eof(SLACK).unwrap();
+    let status = proxy.wait_for_exit(SLACK).expect("exits once drained");
+    assert_eq!(status.code(), Some(0));
 }

@@ -216,3 +216,61 @@ fn directory_redirects_never_send_the_browser_to_another_host() {
     drop(proxy);
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+#[test]
+fn clients_that_never_read_a_large_file_do_not_keep_others_out() {
+    let root = std::env::temp_dir().join(format!("wsproxy-web-big-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("big.bin"), vec![0x61u8; 32 << 20]).unwrap();
+    std::fs::write(root.join("small.txt"), "still served").unwrap();
+    let proxy = Proxy::start(&[
+        "-v",
+        "--web",
+        root.to_str().unwrap(),
+        "--max-connections",
+        "5",
+        "--stall-timeout",
+        "1",
+    ]);
+    let started = std::time::Instant::now();
+    // Five clients take every slot with a request for the big file, and never read.
+    let stuck: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(proxy.addr).unwrap();
+            socket2::SockRef::from(&s)
+                .set_recv_buffer_size(16 * 1024)
+                .unwrap();
+            let request = format!("GET /big.bin HTTP/1.1\r\nHost: {}\r\n\r\n", proxy.addr);
+            s.write_all(request.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    // Someone else gets in once the stall limit drops them (503 until then).
+    let reply = loop {
+        let reply = get(&proxy, "GET", "/small.txt");
+        if reply.head.status == 200 {
+            break reply;
+        }
+        assert_eq!(reply.head.status, 503, "{}", reply.body_text());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the non-reading clients kept every slot"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let took = started.elapsed();
+    eprintln!("a new client was served {took:?} after five non-reading ones took the slots");
+    assert_eq!(reply.body_text(), "still served");
+    assert!(took >= std::time::Duration::from_millis(900), "{took:?}");
+    assert!(
+        proxy
+            .wait_for_log(std::time::Duration::from_secs(3), |l| l
+                .contains("the client stopped reading"))
+            .is_some(),
+        "{}",
+        proxy.logs_text()
+    );
+    drop(stuck);
+    drop(proxy);
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -961,3 +961,42 @@ fn throughput_ws_vs_wss() {
     );
     secure.close();
 }
+
+#[test]
+fn sigterm_closes_an_idle_wss_tunnel_at_once_with_1001_and_close_notify() {
+    // Both pumps of an idle tunnel sit in reads: the Close 1001 is encrypted and written by
+    // the shutdown itself, without waiting, through the TLS connection's record queue.
+    let pki = Pki::new("shutdown");
+    let echo = EchoServer::start();
+    let mut proxy = pki.start_proxy(&["-v", "--shutdown-grace", "5"]);
+    let mut client = TungTls::connect(&proxy, &pki.ca, &echo.target(), Some("binary"));
+    ping_pong(&mut client, "before the signal");
+    proxy.signal("TERM");
+    let signalled = Instant::now();
+    let close = loop {
+        match client.ws.read() {
+            Ok(Message::Close(close)) => break close,
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            other => panic!("expected the Close, got {other:?}"),
+        }
+    };
+    eprintln!("Close {close:?} {:?} after SIGTERM", signalled.elapsed());
+    let close = close.expect("a close code");
+    assert_eq!(u16::from(close.code), 1001);
+    assert_eq!(close.reason.as_str(), "server shutting down");
+    assert!(signalled.elapsed() < Duration::from_secs(2));
+    // tungstenite answered the Close; the proxy then ends TLS (close_notify) and TCP.
+    let end = loop {
+        if let Err(e) = client.ws.read() {
+            break e;
+        }
+    };
+    assert!(
+        matches!(end, tungstenite::Error::ConnectionClosed),
+        "a clean end of the TLS stream, not {end:?}"
+    );
+    let status = proxy
+        .wait_for_exit(Duration::from_secs(4))
+        .expect("exits once the tunnel is closed, before the grace ends");
+    assert_eq!(status.code(), Some(0));
+}

@@ -26,7 +26,7 @@ use super::rfc6455::{base64_chunk, read_some};
 use super::{
     ClientReader, FrameEncoder, Inbound, Limits, ReadError, close_code, preview, violation,
 };
-use crate::buffers::{self, Buffer, Pace};
+use crate::buffers::{self, Buffer, Filled, Pace};
 use crate::socket::Readable;
 
 /// Where the reader is within a frame.
@@ -313,7 +313,7 @@ impl HixieEncoder {
 }
 
 impl FrameEncoder for HixieEncoder {
-    fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(&[u8], usize)>> {
+    fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(Filled, usize)>> {
         self.pace
             .before_read(target, [&mut self.frame, &mut self.raw])?;
         // The frame is 0x00, the Base64 text, 0xFF: the text fills the frame buffer's payload.
@@ -330,15 +330,18 @@ impl FrameEncoder for HixieEncoder {
             .encode_slice(&raw[..n], &mut frame[1..])
             .expect("the frame buffer holds a whole encoded chunk");
         frame[1 + encoded] = 0xFF;
-        let frame = &frame[..encoded + 2];
         if log_enabled!(log::Level::Debug) {
             debug!(
                 "[#{}] proxy→client text len={encoded} {} ({n} target bytes)",
                 self.id,
-                preview(&frame[1..])
+                preview(&frame[1..encoded + 2])
             );
         }
-        Ok(Some((frame, n)))
+        Ok(Some((self.frame.take_filled(0..encoded + 2), n)))
+    }
+
+    fn recycle(&mut self, written: Filled) {
+        self.frame.restore(written);
     }
 }
 
@@ -450,7 +453,7 @@ mod tests {
         let mut encoder = HixieEncoder::new(1);
         let mut source = &b"hello"[..];
         let (frame, raw) = encoder.frame_from(&mut source).unwrap().unwrap();
-        assert_eq!((frame, raw), (&b"\x00aGVsbG8=\xff"[..], 5));
+        assert_eq!((&*frame, raw), (&b"\x00aGVsbG8=\xff"[..], 5));
         assert!(encoder.frame_from(&mut source).unwrap().is_none());
     }
 

@@ -12,7 +12,7 @@
 //!
 //! Reading: a [`ClientReader`] turns what the client sends into [`Inbound`] events, with
 //! payloads already unmasked and Base64-decoded. Writing: a [`FrameEncoder`] turns one read
-//! from the target into exactly one frame, built in a buffer it reuses; [`Controls`] builds the
+//! from the target into exactly one frame, built in a pooled buffer that it hands over; [`Controls`] builds the
 //! few control frames (close, pong, ping) either thread may need to send.
 
 pub mod base64_stream;
@@ -25,6 +25,7 @@ mod test_support;
 use std::fmt;
 use std::io;
 
+use crate::buffers::Filled;
 use crate::socket::Readable;
 
 /// What the data frames we send to the client carry.
@@ -154,7 +155,12 @@ pub trait ClientReader: Send {
 pub trait FrameEncoder: Send {
     /// Reads once from the target (a large read) and returns one complete frame carrying
     /// exactly what arrived, plus the number of target bytes in it. `None` at end of stream.
-    fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(&[u8], usize)>>;
+    /// The frame is the pool buffer it was built in, moved out (no copy), so it can travel to
+    /// the client's writer on another thread.
+    fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(Filled, usize)>>;
+
+    /// Takes back a frame's buffer once the frame is written, to build the next frame in it.
+    fn recycle(&mut self, written: Filled);
 }
 
 /// Builds control frames for a connection's wire format.

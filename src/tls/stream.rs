@@ -90,8 +90,10 @@ pub(super) fn split(
 struct Shared {
     /// The TLS state machine. Held only for CPU work, never across socket I/O.
     conn: Mutex<rustls::Connection>,
-    /// Ciphertext on its way to the socket. Holding this lock is the right to take records
-    /// out of `conn` and to write the socket, so records go out in the order produced.
+    /// Ciphertext on its way to the socket: empty between writes, except for records a
+    /// write that may not wait ([`TlsWriter::write_now`]) could not send yet, which every
+    /// later write sends first. Holding this lock is the right to take records out of `conn`
+    /// and to write the socket, so records go out in the order produced.
     out: Mutex<Vec<u8>>,
     /// The reader queued records but could not take `out`; whoever holds it sends them.
     flush_wanted: AtomicBool,
@@ -307,8 +309,70 @@ impl TlsWriter {
     }
 }
 
-impl Write for TlsWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+impl TlsWriter {
+    /// The socket under this connection.
+    pub fn socket(&self) -> &SharedSocket {
+        &self.shared.socket
+    }
+
+    /// Like `write`, but never waits for the socket: encrypts what rustls takes of `data`
+    /// and sends what the socket takes right now; the rest of the records stays queued in
+    /// rustls, in order, and goes out first with the next write (or [`Self::flush_now`]).
+    /// Returns how much plaintext was taken: 0 while the reader is using the socket, or
+    /// when rustls's queue is full.
+    pub fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.usable()?;
+        let shared = &*self.shared;
+        let Some(mut out) = try_lock(&shared.out) else {
+            return Ok(0);
+        };
+        let taken = {
+            let mut conn = lock(&shared.conn);
+            let taken = conn.writer().write(data)?;
+            drain(&mut conn, &mut out)?;
+            taken
+        };
+        send_now(&mut out, shared)?;
+        Ok(taken)
+    }
+
+    /// Sends records still queued after [`Self::write_now`] without waiting; whether none
+    /// are left.
+    pub fn flush_now(&mut self) -> io::Result<bool> {
+        let shared = &*self.shared;
+        let Some(mut out) = try_lock(&shared.out) else {
+            return Ok(false);
+        };
+        drain(&mut lock(&shared.conn), &mut out)?;
+        send_now(&mut out, shared)
+    }
+
+    /// [`Self::close_notify`] without waiting: queues it (once) and sends what the socket
+    /// takes; whether everything went out (else call again).
+    pub fn close_notify_now(&mut self) -> bool {
+        if self.shared.failed.load(Ordering::Acquire) {
+            self.closed = true;
+            return true;
+        }
+        let shared = &*self.shared;
+        let Some(mut out) = try_lock(&shared.out) else {
+            return false;
+        };
+        {
+            let mut conn = lock(&shared.conn);
+            if !self.closed {
+                self.closed = true;
+                conn.send_close_notify();
+            }
+            if drain(&mut conn, &mut out).is_err() {
+                return true;
+            }
+        }
+        send_now(&mut out, shared).unwrap_or(true)
+    }
+
+    /// Whether writes may still go out.
+    fn usable(&self) -> io::Result<()> {
         if self.closed {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -321,6 +385,46 @@ impl Write for TlsWriter {
                 "TLS connection failed",
             ));
         }
+        Ok(())
+    }
+}
+
+/// `try_lock`, ignoring poisoning; `None` if another thread holds the lock.
+fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Sends what the socket takes right now of the records in `out` (called with `out` held, so
+/// records still go out in order; no other lock is held). What it does not take stays in
+/// `out`, where the next writer sends it first. Whether nothing is left.
+fn send_now(out: &mut Vec<u8>, shared: &Shared) -> io::Result<bool> {
+    let socket = socket2::SockRef::from(&*shared.socket.0);
+    let mut sent = 0;
+    let result = loop {
+        if sent == out.len() {
+            // Whatever the reader had queued went out too.
+            shared.flush_wanted.store(false, Ordering::Release);
+            break Ok(true);
+        }
+        // MSG_DONTWAIT: this call never waits; the socket stays blocking for everyone else.
+        match socket.send_with_flags(&out[sent..], libc::MSG_DONTWAIT) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    out.drain(..sent);
+    result
+}
+
+impl Write for TlsWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.usable()?;
         if data.is_empty() {
             return Ok(0);
         }

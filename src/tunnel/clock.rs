@@ -86,7 +86,8 @@ impl Clock {
                         "[#{}] proxy→client heartbeat ping {}",
                         shared.id, self.pings
                     );
-                    shared.writer.send_control(&ping);
+                    // A failed write shows in the writer's state; the upload pump checks it.
+                    let _ = shared.writer.send_control(ping);
                 }
                 self.ping_sent = Some(Instant::now());
                 None

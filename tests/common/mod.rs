@@ -17,6 +17,8 @@
 //! - Name resolution: [`dns::DnsServer`] (a tiny UDP DNS server) and [`namespace::isolated`]
 //!   (runs a test in private network and mount namespaces with its own `/etc/hosts` and
 //!   `/etc/resolv.conf`).
+//! - [`misbehaving`]: targets that half-close, close with unread bytes or reset, a client
+//!   that keeps sending and does not read, and Node's `ws` as a real client that keeps sending.
 //! - Helpers: [`Rng`] (xorshift64*), [`round_trip`], [`assert_same_bytes`], [`http_request`],
 //!   draft-76 key generation and challenge computation ([`Hixie76Keys`], [`hixie76_response`]).
 //!
@@ -25,6 +27,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod misbehaving;
 pub mod namespace;
 
 use std::io::{self, BufRead, BufReader, Read, Write};

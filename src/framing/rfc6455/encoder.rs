@@ -4,7 +4,8 @@
 //! never masks, §5.1): binary frames carry the bytes as they are, text frames carry them
 //! Base64-encoded (§5.6: text must be UTF-8, and Base64 is). It reads straight into the
 //! frame buffer after [`HEADER_ROOM`] bytes, then writes the header (§5.2) just before the
-//! payload, so a relayed byte is copied once and a frame goes out in one write.
+//! payload, so a relayed byte is copied once and a frame goes out in one write. The frame
+//! leaves in that buffer ([`Filled`]), so handing it to the client's writer copies nothing.
 
 use std::io;
 
@@ -14,7 +15,7 @@ use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::read_some;
-use crate::buffers::{self, Buffer, Pace};
+use crate::buffers::{self, Buffer, Filled, Pace};
 use crate::framing::base64_stream::BASE64;
 use crate::framing::{Encoding, FrameEncoder, preview};
 use crate::socket::Readable;
@@ -53,7 +54,7 @@ impl Rfc6455Encoder {
 }
 
 impl FrameEncoder for Rfc6455Encoder {
-    fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(&[u8], usize)>> {
+    fn frame_from(&mut self, target: &mut dyn Readable) -> io::Result<Option<(Filled, usize)>> {
         self.pace
             .before_read(target, [&mut self.frame, &mut self.raw])?;
         let payload = self.frame.payload();
@@ -86,7 +87,6 @@ impl FrameEncoder for Rfc6455Encoder {
         header
             .format(payload_len as u64, &mut &mut frame[start..HEADER_ROOM])
             .expect("the header fits its room");
-        let frame = &frame[start..HEADER_ROOM + payload_len];
         if log_enabled!(log::Level::Debug) {
             let kind = if opcode == Data::Text {
                 "text"
@@ -96,10 +96,15 @@ impl FrameEncoder for Rfc6455Encoder {
             debug!(
                 "[#{}] proxy→client {kind} len={payload_len} {} ({raw_len} target bytes)",
                 self.id,
-                preview(&frame[HEADER_ROOM - start..])
+                preview(&frame[HEADER_ROOM..HEADER_ROOM + payload_len])
             );
         }
+        let frame = self.frame.take_filled(start..HEADER_ROOM + payload_len);
         Ok(Some((frame, raw_len)))
+    }
+
+    fn recycle(&mut self, written: Filled) {
+        self.frame.restore(written);
     }
 }
 
@@ -113,13 +118,14 @@ mod tests {
         let mut source = &data[..];
         let mut encoder = Rfc6455Encoder::new(1, Encoding::Binary);
         let (frame, raw) = encoder.frame_from(&mut source).unwrap().unwrap();
+        let frame = &*frame;
         assert_eq!(raw, buffers::SMALL);
         assert_eq!(&frame[..2], &[0x82, 127]);
         assert_eq!(&frame[10..], &data[..buffers::SMALL]);
         let mut base64 = Rfc6455Encoder::new(1, Encoding::Base64);
         let mut small = &b"hi"[..];
         let (frame, raw) = base64.frame_from(&mut small).unwrap().unwrap();
-        assert_eq!((frame, raw), (&b"\x81\x04aGk="[..], 2));
+        assert_eq!((&*frame, raw), (&b"\x81\x04aGk="[..], 2));
         assert!(base64.frame_from(&mut small).unwrap().is_none());
     }
 }
